@@ -1,0 +1,163 @@
+"""The render path shared by every front door: validate -> resolve engine -> load -> frame -> render -> encode.
+
+Also runnable as `python -m engines.pipeline` with the same flags as `avatar-renderer render`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .base import EngineJob
+from .encoder import Mp4Writer
+from .errors import InputError, RenderError
+from .face import frame_portrait
+from .hardware import Hardware, detect
+from .media_audio import load_audio
+from .media_image import load_portrait
+from .registry import resolve
+from .settings import QUALITY_MODES, ModelSettings
+
+log = logging.getLogger(__name__)
+
+MIN_SIZE, MAX_SIZE = 64, 2048
+MIN_FPS, MAX_FPS = 1, 60
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    face_path: Path
+    audio_path: Path
+    out_path: Path
+    mode: str | None = None  # None: DEFAULT_QUALITY_MODE
+    engine: str | None = None
+    fps: int = 25
+    size: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    output: str
+    engine: str
+    mode: str
+    encoder: str
+    frames: int
+    fps: int
+    size: int
+    audio_seconds: float
+    render_seconds: float  # wall time of the whole render, inputs to finished file
+    decode_seconds: float  # loading + framing inputs
+    frames_seconds: float  # time inside the engine
+    encode_seconds: float  # time inside the encoder and muxer
+    first_frame_seconds: float  # from start until the first frame was ready
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class InvalidParameter(InputError):
+    code = "invalid_parameter"
+
+
+def validate(request: RenderRequest) -> None:
+    if request.mode is not None and request.mode not in QUALITY_MODES:
+        raise InvalidParameter(f"Unknown quality mode {request.mode!r}; use one of {', '.join(QUALITY_MODES)}.")
+    if not (MIN_FPS <= request.fps <= MAX_FPS):
+        raise InvalidParameter(f"fps must be between {MIN_FPS} and {MAX_FPS}, got {request.fps}.")
+    if not (MIN_SIZE <= request.size <= MAX_SIZE) or request.size % 2:
+        raise InvalidParameter(f"size must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {request.size}.")
+
+
+def render(
+    request: RenderRequest, settings: ModelSettings | None = None, hardware: Hardware | None = None
+) -> RenderResult:
+    """Render one request to request.out_path (written to a temporary name, then moved into place)."""
+    started = time.perf_counter()
+    validate(request)
+    settings = settings or ModelSettings.from_env()
+    resolution = resolve(request.mode, request.engine, settings, hardware or detect())
+    portrait = load_portrait(request.face_path, settings.max_image_pixels)
+    audio = load_audio(request.audio_path, settings.max_audio_seconds)
+    framed = frame_portrait(portrait, request.size)
+    job = EngineJob(framed.image, framed.landmarks, audio, request.fps, request.size, request.seed)
+    decoded = time.perf_counter()
+
+    out_path = Path(request.out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial")
+    frames_seconds = encode_seconds = 0.0
+    first_frame_at = None
+    frames = 0
+    writer = Mp4Writer(
+        partial, fps=request.fps, width=request.size, height=request.size, mode=resolution.mode, audio=audio,
+        metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}"},
+    )
+    with writer:
+        tick = time.perf_counter()
+        for frame in resolution.engine.render(job):
+            rendered = time.perf_counter()
+            frames_seconds += rendered - tick
+            if first_frame_at is None:
+                first_frame_at = rendered
+            writer.write(frame)
+            frames += 1
+            tick = time.perf_counter()
+            encode_seconds += tick - rendered
+        close_started = time.perf_counter()
+    encode_seconds += time.perf_counter() - close_started
+    os.replace(partial, out_path)
+    finished = time.perf_counter()
+    return RenderResult(
+        output=str(out_path), engine=resolution.engine.name, mode=resolution.mode, encoder=writer.encoder_label,
+        frames=frames, fps=request.fps, size=request.size, audio_seconds=round(audio.duration, 3),
+        render_seconds=round(finished - started, 3), decode_seconds=round(decoded - started, 3),
+        frames_seconds=round(frames_seconds, 3), encode_seconds=round(encode_seconds, 3),
+        first_frame_seconds=round((first_frame_at or finished) - started, 3),
+    )
+
+
+def add_render_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--face", required=True, type=Path, help="portrait image (PNG, JPEG or WebP)")
+    parser.add_argument("--audio", required=True, type=Path, help="speech (WAV, MP3, M4A, OGG or FLAC)")
+    parser.add_argument("--out", required=True, type=Path, help="output MP4 path")
+    parser.add_argument("--mode", choices=QUALITY_MODES, default=None,
+                        help="quality mode (default: DEFAULT_QUALITY_MODE or auto)")
+    parser.add_argument("--engine", default=None, help="force one engine by name (see `avatar-renderer models list`)")
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
+
+
+def run_render(args: argparse.Namespace) -> int:
+    request = RenderRequest(
+        face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
+        fps=args.fps, size=args.size, seed=args.seed,
+    )
+    try:
+        result = render(request)
+    except RenderError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 3
+    print(result.to_json())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engines.pipeline", description="Render one talking-head MP4.")
+    add_render_arguments(parser)
+    from worker.logs import configure_logging
+
+    configure_logging()
+    return run_render(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

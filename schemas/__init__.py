@@ -1,0 +1,1 @@
+"""Versioned JSON Schemas of the events on the wire, with example payloads."""

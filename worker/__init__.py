@@ -1,0 +1,1 @@
+"""The service around the render path: CLI, Kafka worker, storage, metrics, gateways."""
