@@ -1,0 +1,34 @@
+"""Small helpers shared by the warps: smooth ramps and coarse displacement grids upsampled to pixels."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def smoothstep(edge0: float, edge1: float, value: np.ndarray) -> np.ndarray:
+    t = np.clip((value - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def coarse_grid(x0: int, y0: int, width: int, height: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute coordinates of coarse samples placed where cv2.resize(INTER_LINEAR) by `step` expects them:
+    at (k + 0.5) * step - 0.5, so that upsampling puts every sample back at its own pixel."""
+    cols = (np.arange(-(-width // step)) + 0.5) * step - 0.5 + x0
+    rows = (np.arange(-(-height // step)) + 0.5) * step - 0.5 + y0
+    grid_x, grid_y = np.meshgrid(cols.astype(np.float32), rows.astype(np.float32))
+    return grid_x, grid_y
+
+
+def upsample(displacement: np.ndarray, width: int, height: int, step: int) -> np.ndarray:
+    """Coarse displacement (not absolute coordinates: near the border cv2 clamps, which is harmless for a
+    displacement that is ~0 there) to one value per pixel of a width x height region."""
+    rows, cols = displacement.shape
+    return cv2.resize(displacement.astype(np.float32), (cols * step, rows * step), interpolation=cv2.INTER_LINEAR)[
+        :height, :width
+    ]
+
+
+def pixel_grid(x0: int, y0: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = np.meshgrid(np.arange(x0, x0 + width, dtype=np.float32), np.arange(y0, y0 + height, dtype=np.float32))
+    return xs, ys

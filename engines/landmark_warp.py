@@ -1,0 +1,59 @@
+"""The built-in weightless engine: no downloaded checkpoints, CPU real time.
+
+Face Mesh landmarks (bundled with mediapipe) rig the portrait; phones from pocketsphinx's bundled English
+model plus the loudness envelope drive the mouth; blinks and a little head motion keep it alive. It is a
+geometric warp of the one photo, not a neural lip-sync model (not Wav2Lip), and says so in its name and in
+the output file's metadata.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from . import face
+from .base import Engine, EngineJob
+from .eye_blink import blink_track, eye_rigs
+from .head_motion import HeadRig, motion_track
+from .mouth_track import mouth_track
+from .mouth_warp import MouthRig
+
+BLINK_EPSILON = 0.02
+
+
+class LandmarkWarpEngine(Engine):
+    name = "landmark-warp"
+    mode = "real_time"
+    description = (
+        "built-in weightless engine: Face Mesh landmark warp driven by phones and loudness "
+        "(not a neural model, not Wav2Lip)"
+    )
+    needs_gpu = False
+
+    def render(self, job: EngineJob) -> Iterator[np.ndarray]:
+        n_frames = job.frame_count
+        rng = np.random.default_rng(job.seed)
+        track = mouth_track(job.audio.analysis_samples(), job.fps, n_frames)
+        landmarks = job.landmarks
+        mouth = MouthRig(landmarks, job.size)
+        eyes = eye_rigs(landmarks, job.size)
+        head = HeadRig(landmarks, job.size)
+        closure = blink_track(n_frames, job.fps, rng)
+        face_height = float(landmarks[face.CHIN][1] - landmarks[10][1])
+        angles, shifts_x, shifts_y = motion_track(n_frames, job.fps, track.envelope, face_height, rng)
+
+        portrait = job.portrait
+        expression = portrait.copy()  # portrait with this frame's mouth and eyes; background never changes
+        for i in range(n_frames):
+            expression[mouth.y0 : mouth.y1, mouth.x0 : mouth.x1] = mouth.render(
+                portrait, float(track.opening[i]), float(track.width[i])
+            )
+            for eye in eyes:
+                region = (slice(eye.y0, eye.y1), slice(eye.x0, eye.x1))
+                expression[region] = eye.render(portrait, float(closure[i])) if closure[i] > BLINK_EPSILON else portrait[region]
+            frame = expression.copy()
+            frame[head.y0 : head.y1, head.x0 : head.x1] = head.render(
+                expression, float(angles[i]), float(shifts_x[i]), float(shifts_y[i])
+            )
+            yield frame

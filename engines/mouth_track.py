@@ -1,0 +1,119 @@
+"""Per-video-frame mouth state from speech: how open (0..1) and how wide (-1 rounded .. +1 spread).
+
+Opening follows the loudness envelope (so the mouth rises and falls with the sound and closes in pauses),
+shaped by the recognised phone: each phone has a viseme target, e.g. "AA" wide open, "UW" small and rounded,
+"M/B/P" closed. Targets are blended with a short Gaussian (co-articulation: neighbouring sounds shape each
+other) and lead the sound by a frame, as real lips move just before the sound is heard. Without phones (the
+recogniser found nothing), spectral balance stands in for width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from .media_audio import ANALYSIS_RATE
+from .phonemes import PHONE_HOP_SECONDS, Phone, recognise_phones
+
+HOP = int(ANALYSIS_RATE * PHONE_HOP_SECONDS)  # 160 samples: one analysis step = one phone frame
+WINDOW = 400  # 25 ms analysis window
+LEAD_SECONDS = 0.03  # lips lead the sound slightly
+COARTICULATION_SECONDS = 0.035  # Gaussian sigma of target blending
+DYNAMIC_RANGE_DB = 35.0  # loudness range mapped onto closed..open
+
+# (opening, width) viseme targets per ARPAbet phone; opening 0..1, width -1 (rounded) .. +1 (spread).
+VISEMES: dict[str, tuple[float, float]] = {
+    "AA": (1.0, 0.1), "AE": (0.85, 0.45), "AH": (0.7, 0.05), "AO": (0.85, -0.45), "AW": (0.85, -0.3),
+    "AY": (0.85, 0.2), "EH": (0.65, 0.45), "ER": (0.45, -0.35), "EY": (0.55, 0.55), "IH": (0.45, 0.5),
+    "IY": (0.35, 0.75), "OW": (0.6, -0.75), "OY": (0.6, -0.55), "UH": (0.45, -0.55), "UW": (0.3, -0.9),
+    "B": (0.0, 0.0), "M": (0.0, 0.0), "P": (0.0, 0.0), "F": (0.12, 0.2), "V": (0.12, 0.2),
+    "TH": (0.25, 0.2), "DH": (0.25, 0.2), "S": (0.15, 0.5), "Z": (0.15, 0.5), "SH": (0.25, -0.5),
+    "ZH": (0.25, -0.5), "CH": (0.25, -0.45), "JH": (0.25, -0.45), "W": (0.2, -0.85), "R": (0.3, -0.4),
+    "L": (0.35, 0.1), "D": (0.28, 0.2), "T": (0.28, 0.2), "N": (0.25, 0.15), "G": (0.35, 0.1),
+    "K": (0.35, 0.1), "NG": (0.3, 0.1), "HH": (0.45, 0.0), "Y": (0.3, 0.5), "SIL": (0.0, 0.0),
+}
+BILABIALS = {"B", "M", "P"}
+
+
+@dataclass(frozen=True)
+class MouthTrack:
+    opening: np.ndarray  # float32 (n_frames,), 0 closed .. 1 wide open
+    width: np.ndarray  # float32 (n_frames,), -1 rounded .. +1 spread
+    envelope: np.ndarray  # float32 (n_frames,), loudness 0..1 (drives nods too)
+    used_phones: bool
+
+
+def loudness_envelope(samples_16k: np.ndarray) -> np.ndarray:
+    """Loudness per 10 ms step mapped to 0..1 over the clip's own dynamic range."""
+    padded = np.pad(samples_16k.astype(np.float32), (WINDOW // 2, WINDOW // 2))
+    steps = max(1, (len(padded) - WINDOW) // HOP + 1)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)[::HOP][:steps]
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    db = 20 * np.log10(rms)
+    loud = np.percentile(db, 95)
+    floor = max(np.percentile(db, 10), loud - DYNAMIC_RANGE_DB)
+    if loud - floor < 6.0:  # almost constant level: treat it as steady speech
+        floor = loud - DYNAMIC_RANGE_DB
+    return np.clip((db - floor) / (loud - floor), 0.0, 1.0).astype(np.float32)
+
+
+def spectral_width(samples_16k: np.ndarray, steps: int) -> np.ndarray:
+    """Spread-vs-rounded proxy: share of 1.5-3.5 kHz energy (front vowels, high F2) against 250-1 kHz."""
+    padded = np.pad(samples_16k.astype(np.float32), (WINDOW // 2, WINDOW // 2 + HOP * 2))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)[::HOP][:steps]
+    spectrum = np.abs(np.fft.rfft(frames * np.hanning(WINDOW), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(WINDOW, 1 / ANALYSIS_RATE)
+    high = spectrum[:, (freqs >= 1500) & (freqs < 3500)].sum(axis=1)
+    low = spectrum[:, (freqs >= 250) & (freqs < 1000)].sum(axis=1)
+    ratio = np.log10((high + 1e-9) / (low + 1e-9))
+    return np.clip(ratio + 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def phone_targets(phones: list[Phone], steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per 10 ms step: viseme opening, width, and a mask of bilabial closures."""
+    opening = np.zeros(steps, np.float32)
+    width = np.zeros(steps, np.float32)
+    closed = np.zeros(steps, bool)
+    for phone in phones:
+        first, last = int(phone.start / PHONE_HOP_SECONDS), int(np.ceil(phone.end / PHONE_HOP_SECONDS))
+        target_open, target_width = VISEMES.get(phone.label, (0.35, 0.0))
+        opening[first:last] = target_open
+        width[first:last] = target_width
+        if phone.label in BILABIALS:
+            middle = (first + last) // 2
+            closed[max(first, middle - 1) : middle + 2] = True
+    return opening, width, closed
+
+
+def mouth_track(samples_16k: np.ndarray, fps: int, n_frames: int, use_phones: bool = True) -> MouthTrack:
+    envelope = loudness_envelope(samples_16k)
+    steps = len(envelope)
+    phones = recognise_phones(samples_16k) if use_phones else []
+    speech_phones = [p for p in phones if p.label != "SIL"]
+    sigma = COARTICULATION_SECONDS / PHONE_HOP_SECONDS
+    if speech_phones:
+        target_open, target_width, closed = phone_targets(phones, steps)
+        # Loudness gates and scales the viseme: open vowels in loud speech open most, pauses close.
+        opening = target_open * (0.25 + 0.75 * envelope) * np.clip(envelope * 4.0, 0.0, 1.0)
+        opening = gaussian_filter1d(opening, sigma)
+        opening[closed] = np.minimum(opening[closed], 0.03)
+        width = gaussian_filter1d(target_width * np.clip(envelope * 4.0, 0.0, 1.0), sigma * 1.5)
+    else:
+        opening = gaussian_filter1d(envelope ** 1.3, sigma)
+        width = gaussian_filter1d(spectral_width(samples_16k, steps) * envelope, sigma * 1.5)
+    envelope_smooth = gaussian_filter1d(envelope, sigma)
+    return MouthTrack(
+        opening=_per_video_frame(opening, fps, n_frames),
+        width=_per_video_frame(width, fps, n_frames),
+        envelope=_per_video_frame(envelope_smooth, fps, n_frames),
+        used_phones=bool(speech_phones),
+    )
+
+
+def _per_video_frame(track: np.ndarray, fps: int, n_frames: int) -> np.ndarray:
+    """Sample a 100 Hz track at each video frame's midpoint, shifted earlier by the lip lead."""
+    times = (np.arange(n_frames) + 0.5) / fps + LEAD_SECONDS
+    steps = np.arange(len(track)) * PHONE_HOP_SECONDS
+    return np.interp(times, steps, track, left=0.0, right=0.0).astype(np.float32)
