@@ -87,3 +87,17 @@ def _decode_mono(container: av.container.InputContainer, path: Path, max_seconds
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.clip(np.concatenate(chunks).astype(np.float32), -1.0, 1.0)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int = OUTPUT_RATE) -> Path:
+    """Write mono float samples as 16-bit PCM WAV (bench clips and test fixtures)."""
+    import wave
+
+    path = Path(path)
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(pcm.tobytes())
+    return path

@@ -1,0 +1,109 @@
+"""`avatar-renderer bench`: speed of the built-in engine at several sizes, written as JSON.
+
+Each size renders the bundled speech clip (trimmed to --seconds) --repeats times after one warm-up render
+(which pays the one-off costs: Face Mesh graph, phone recogniser); the fastest repeat is reported with the
+median beside it. Peak memory is the process's resident set size sampled every 5 ms during the render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from engines.media_audio import load_audio, write_wav
+from engines.pipeline import RenderRequest, render
+
+SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
+
+
+class PeakRss:
+    """Samples this process's RSS in a background thread; .peak_mb after the with-block."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._process = psutil.Process()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path) -> dict:
+    clip = load_audio(SAMPLES / "speech.wav")
+    if clip.duration < seconds:
+        raise SystemExit(f"the sample clip is only {clip.duration:.1f} s long")
+    audio_path = write_wav(workdir / "clip.wav", clip.trimmed(seconds).samples)
+    face_path = SAMPLES / "portrait.jpg"
+
+    cold_started = time.perf_counter()
+    render(RenderRequest(face_path, audio_path, workdir / "warmup.mp4", mode="real_time", size=min(sizes)))
+    cold_start = time.perf_counter() - cold_started
+
+    results = []
+    for size in sizes:
+        runs = []
+        for attempt in range(repeats):
+            with PeakRss() as memory:
+                result = render(RenderRequest(face_path, audio_path, workdir / f"bench_{size}.mp4", mode="real_time", size=size))
+            runs.append((result, memory.peak_mb))
+        best, peak_mb = min(runs, key=lambda run: run[0].render_seconds)
+        results.append({
+            "size": size,
+            "frames": best.frames,
+            "render_seconds": best.render_seconds,
+            "render_seconds_median": round(statistics.median(r.render_seconds for r, _ in runs), 3),
+            "frames_per_second": round(best.frames / best.render_seconds, 1),
+            "real_time_factor": round(best.render_seconds / best.audio_seconds, 3),
+            "first_frame_seconds": best.first_frame_seconds,
+            "peak_rss_mb": peak_mb,
+            "stages_seconds": {"decode": best.decode_seconds, "frames": best.frames_seconds,
+                               "encode": best.encode_seconds},
+            "encoder": best.encoder,
+            "output_bytes": os.path.getsize(best.output),
+        })
+    return {
+        "bench": "builtin-engine",
+        "engine": best.engine,
+        "audio_seconds": round(seconds, 3),
+        "fps": best.fps,
+        "repeats": repeats,
+        "cold_start_seconds": round(cold_start, 3),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "results": results,
+    }
+
+
+def run_bench(args) -> int:
+    sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
+        figures = bench_sizes(sizes, args.seconds, max(1, args.repeats), Path(tmp))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures))
+    return 0
