@@ -36,8 +36,13 @@ def _decoder():
             hmm=os.path.join(model_dir, "en-us", "en-us"),
             allphone=os.path.join(model_dir, "en-us", "en-us-phone.lm.bin"),
             lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10, loglevel="FATAL",
+            cmn="batch",  # per-utterance normalisation: the same audio always gives the same phones
         )
         _local.decoder = decoder
+        _local.initial_cmn = decoder.get_cmn()
+    # Cepstral mean normalisation carries over between utterances; restoring its start value makes the
+    # same audio give the same phones however many jobs this thread decoded before.
+    decoder.set_cmn(_local.initial_cmn)
     return decoder
 
 

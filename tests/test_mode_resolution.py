@@ -1,0 +1,139 @@
+"""Quality mode -> engine, from hardware and checkpoints present; settings from the seed's variables."""
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from engines.base import Engine, EngineJob
+from engines.errors import EngineUnavailable
+from engines.hardware import Hardware
+from engines.landmark_warp import LandmarkWarpEngine
+from engines.registry import all_engines, resolve
+from engines.settings import ModelSettings, SettingsError
+
+CPU = Hardware(cuda=False)
+GPU = Hardware(cuda=True)
+
+
+class CheckpointEngine(Engine):
+    """A test double of a neural engine: availability comes from the real base-class checks."""
+
+    def __init__(self, name, mode, needs_gpu, checkpoint):
+        self.name, self.mode, self.needs_gpu, self._checkpoint = name, mode, needs_gpu, checkpoint
+        self.description = name
+
+    def required_checkpoints(self, settings):
+        return [self._checkpoint(settings)]
+
+    def render(self, job: EngineJob) -> Iterator[np.ndarray]:
+        raise AssertionError("not rendered in these tests")
+
+
+def _settings(tmp_path, **env):
+    return ModelSettings.from_env({"MODEL_ROOT": str(tmp_path / "models"), **env})
+
+
+def _engines():
+    builtin = LandmarkWarpEngine()
+    wav2lip = CheckpointEngine("wav2lip", "real_time", False, lambda s: s.wav2lip_ckpt)
+    hq = CheckpointEngine("fomm-diff2lip", "high_quality", True, lambda s: s.diff2lip_ckpt_dir / "model.pt")
+    return {e.name: e for e in (builtin, wav2lip, hq)}
+
+
+def _touch(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"weights")
+
+
+def test_fresh_machine_uses_builtin_and_says_why(tmp_path, caplog):
+    caplog.set_level("INFO")
+    chosen = resolve("auto", None, _settings(tmp_path), CPU, _engines())
+    assert chosen.engine.name == "landmark-warp" and chosen.mode == "real_time"
+    assert "models download" in chosen.why and "GPU" in chosen.why
+    assert "landmark-warp" in caplog.text
+
+
+def test_auto_picks_neural_real_time_when_its_checkpoint_is_there(tmp_path):
+    settings = _settings(tmp_path)
+    _touch(settings.wav2lip_ckpt)
+    chosen = resolve("auto", None, settings, CPU, _engines())
+    assert chosen.engine.name == "wav2lip" and chosen.mode == "real_time"
+
+
+def test_auto_picks_high_quality_with_gpu_and_fomm_diff2lip(tmp_path):
+    settings = _settings(tmp_path)
+    _touch(settings.fomm_ckpt_dir / "vox-cpk.pth.tar")
+    _touch(settings.diff2lip_ckpt_dir / "model.pt")
+    assert resolve("auto", None, settings, GPU, _engines()).mode == "high_quality"
+    # Same checkpoints, no GPU: falls back to the real_time path.
+    assert resolve("auto", None, settings, CPU, _engines()).engine.name == "landmark-warp"
+
+
+def test_high_quality_without_gpu_names_what_is_missing(tmp_path):
+    with pytest.raises(EngineUnavailable) as error:
+        resolve("high_quality", None, _settings(tmp_path), CPU, _engines())
+    message = str(error.value)
+    assert "GPU" in message and "FOMM_CKPT_DIR" in message and "DIFF2LIP_CKPT_DIR" in message
+
+
+def test_high_quality_with_gpu_but_no_checkpoints(tmp_path):
+    with pytest.raises(EngineUnavailable) as error:
+        resolve("high_quality", None, _settings(tmp_path), GPU, _engines())
+    assert "GPU" not in str(error.value) and "FOMM" in str(error.value)
+
+
+def test_high_quality_in_this_build_without_its_engine(tmp_path):
+    settings = _settings(tmp_path)
+    _touch(settings.fomm_ckpt_dir / "vox-cpk.pth.tar")
+    _touch(settings.diff2lip_ckpt_dir / "model.pt")
+    engines = {name: e for name, e in all_engines().items() if e.mode != "high_quality"}
+    with pytest.raises(EngineUnavailable, match="high_quality"):
+        resolve("high_quality", None, settings, GPU, engines)
+
+
+def test_real_time_falls_back_to_builtin_on_cpu(tmp_path):
+    assert resolve("real_time", None, _settings(tmp_path), CPU, _engines()).engine.name == "landmark-warp"
+
+
+def test_explicit_engine(tmp_path):
+    settings = _settings(tmp_path)
+    assert resolve(None, "landmark-warp", settings, CPU, _engines()).engine.name == "landmark-warp"
+    with pytest.raises(EngineUnavailable, match="Unknown engine 'wav2lip2'.*landmark-warp"):
+        resolve(None, "wav2lip2", settings, CPU, _engines())
+    with pytest.raises(EngineUnavailable, match="wav2lip cannot run here: .*checkpoints are missing"):
+        resolve(None, "wav2lip", settings, CPU, _engines())
+
+
+def test_default_mode_from_environment(tmp_path):
+    settings = _settings(tmp_path, DEFAULT_QUALITY_MODE="high_quality")
+    with pytest.raises(EngineUnavailable, match="high_quality"):
+        resolve(None, None, settings, CPU, _engines())
+
+
+def test_unknown_mode(tmp_path):
+    with pytest.raises(EngineUnavailable, match="Unknown quality mode 'fast'"):
+        resolve("fast", None, _settings(tmp_path), CPU, _engines())
+
+
+def test_settings_follow_seed_variables(tmp_path):
+    settings = ModelSettings.from_env({
+        "MODEL_ROOT": str(tmp_path / "root"),
+        "WAV2LIP_CKPT": str(tmp_path / "w.pth"),
+        "FOMM_CKPT_DIR": str(tmp_path / "fomm"),
+    })
+    assert settings.wav2lip_ckpt == tmp_path / "w.pth"
+    assert settings.fomm_ckpt_dir == tmp_path / "fomm"
+    assert settings.sadtalker_ckpt_dir == tmp_path / "root" / "sadtalker"
+    assert settings.default_quality_mode == "auto"
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"DEFAULT_QUALITY_MODE": "best"}, "DEFAULT_QUALITY_MODE"),
+    ({"MAX_IMAGE_PIXELS": "lots"}, "MAX_IMAGE_PIXELS"),
+    ({"MAX_AUDIO_SECONDS": "-1"}, "positive"),
+])
+def test_bad_settings_are_named(env, needle):
+    with pytest.raises(SettingsError, match=needle):
+        ModelSettings.from_env(env)
