@@ -7,12 +7,16 @@ resized to the output size, with the landmarks carried into the crop's coordinat
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from .errors import NoFaceFound
+
+# mediapipe 0.10.14 calls a protobuf API that warns on every graph run; the warning is not ours to fix.
+warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
 
 # Landmark indices of the Face Mesh topology (canonical_face_model_uv_visualization in the MediaPipe docs).
 LIPS_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
