@@ -18,6 +18,18 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _api(args: argparse.Namespace) -> int:
+    from .api import run_api
+
+    return run_api(args)
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from .mcp_server import run_mcp
+
+    return run_mcp(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avatar-renderer", description="Portrait + speech -> talking-head MP4.")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
@@ -33,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=10.0, help="length of the speech clip rendered")
     bench.add_argument("--repeats", type=int, default=2, help="renders per size; the fastest is reported")
     bench.set_defaults(handler=_bench)
+
+    api = commands.add_parser("api", help="serve the REST gateway (POST /render, GET /status/{jobId})")
+    api.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
+    api.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8080")))
+    api.add_argument("--backend", choices=("auto", "kafka", "inprocess"), default="auto",
+                     help="auto: Kafka when KAFKA_BOOTSTRAP_SERVERS is set, else render in this process")
+    api.set_defaults(handler=_api)
+
+    mcp = commands.add_parser("mcp", help="serve the MCP tools (render_avatar, get_render_status, list_engines) on stdio")
+    mcp.add_argument("--backend", choices=("auto", "kafka", "inprocess"), default="auto",
+                     help="auto: Kafka when KAFKA_BOOTSTRAP_SERVERS is set, else render in this process")
+    mcp.set_defaults(handler=_mcp)
     return parser
 
 

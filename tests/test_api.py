@@ -1,0 +1,193 @@
+"""REST gateway through a real HTTP client against uvicorn on 127.0.0.1, rendering with the in-process backend."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from engines.media_audio import OUTPUT_RATE, write_wav
+from tests.http_server import serve
+from tests.media_fixtures import PORTRAIT, speech_samples
+from worker.api import create_app
+from worker.jobs_backend import InProcessBackend
+from worker.security import SecurityPolicy
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("api") / "inputs"
+    root.mkdir()
+    shutil.copy(PORTRAIT, root / "face.jpg")
+    write_wav(root / "speech.wav", speech_samples()[: int(1.2 * OUTPUT_RATE)])
+    Image.new("RGB", (200, 200), (120, 160, 200)).save(root / "sky.png")  # no face in it
+    (root.parent / "outside.jpg").write_bytes(PORTRAIT.read_bytes())
+    (root / "escape.jpg").symlink_to(root.parent / "outside.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def policy(inputs: Path) -> SecurityPolicy:
+    return SecurityPolicy.from_env({
+        "ALLOWED_INPUT_ROOTS": str(inputs), "UPLOAD_DIR": str(inputs.parent / "uploads"),
+        "MAX_IMAGE_BYTES": str(2 * PORTRAIT.stat().st_size), "MAX_AUDIO_BYTES": "400000",
+        "ALLOWED_URL_HOSTS": "media.example.com",
+    })
+
+
+@pytest.fixture(scope="module")
+def api(inputs: Path, policy: SecurityPolicy):
+    backend = InProcessBackend(policy, inputs.parent / "renders")
+    with serve(create_app(backend, policy)) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+        yield client
+    backend.close()
+
+
+def wait_for(client: httpx.Client, status_url: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        response = client.get(status_url)
+        assert response.status_code == 200, response.text
+        status = response.json()
+        seen.append(status["state"])
+        if status["state"] in ("succeeded", "failed"):
+            status["seen"] = seen
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job did not finish; states seen {seen}")
+
+
+def assert_playable(uri: str, min_seconds: float) -> Path:
+    assert uri.startswith("file://")
+    path = Path(uri.removeprefix("file://"))
+    with av.open(str(path)) as container:
+        assert container.streams.video and container.streams.audio
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.duration / 1e6 >= min_seconds
+    return path
+
+
+def test_submit_by_path_then_poll_to_success(api: httpx.Client, inputs: Path) -> None:
+    response = api.post("/render", json={"avatarPath": str(inputs / "face.jpg"), "audioPath": "speech.wav",
+                                         "qualityMode": "real_time", "size": 128})
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert set(accepted) == {"jobId", "output", "qualityMode", "statusUrl"}
+    assert accepted["qualityMode"] == "real_time"
+    assert accepted["statusUrl"].endswith(f"/status/{accepted['jobId']}")
+    status = wait_for(api, accepted["statusUrl"])
+    assert status["state"] == "succeeded", status
+    assert status["output"] == accepted["output"]
+    assert status["engine"] == "landmark-warp" and status["mode"] == "real_time"
+    assert status["timings"]["renderSeconds"] > 0
+    assert_playable(status["output"], 1.1)
+
+
+def test_multipart_upload(api: httpx.Client, inputs: Path, policy: SecurityPolicy) -> None:
+    files = {"avatar": ("me.bin", (inputs / "face.jpg").read_bytes()),
+             "audio": ("hello.dat", (inputs / "speech.wav").read_bytes())}
+    response = api.post("/render/upload", files=files, data={"size": "128", "fps": "20"})
+    assert response.status_code == 202, response.text
+    status = wait_for(api, response.json()["statusUrl"])
+    assert status["state"] == "succeeded", status
+    assert_playable(status["output"], 1.1)
+    saved = sorted(p.name for p in policy.upload_dir.rglob("*") if p.is_file())
+    assert "avatar.jpeg" in saved and "audio.wav" in saved  # named by content, not by the client's names
+
+
+def test_a_render_failure_is_reported_with_its_reason(api: httpx.Client, inputs: Path) -> None:
+    response = api.post("/render", json={"avatarPath": "sky.png", "audioPath": "speech.wav", "size": 128})
+    assert response.status_code == 202
+    status = wait_for(api, response.json()["statusUrl"])
+    assert status["state"] == "failed"
+    assert status["error"]["code"] == "no_face" and "face" in status["error"]["message"]
+
+
+def test_idempotency_key_names_the_same_job(api: httpx.Client) -> None:
+    body = {"avatarPath": "face.jpg", "audioPath": "speech.wav", "size": 128, "idempotencyKey": "order-42"}
+    first, second = api.post("/render", json=body).json(), api.post("/render", json=body).json()
+    assert first["jobId"] == second["jobId"] and first["output"] == second["output"]
+    assert wait_for(api, first["statusUrl"])["state"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "avatar, audio, status, code",
+    [
+        ("../outside.jpg", "speech.wav", 403, "path_not_allowed"),
+        ("/etc/passwd", "speech.wav", 403, "path_not_allowed"),
+        ("file:///etc/passwd", "speech.wav", 403, "path_not_allowed"),
+        ("escape.jpg", "speech.wav", 403, "path_not_allowed"),
+        ("face.jpg", "/etc/passwd", 403, "path_not_allowed"),
+        ("http://127.0.0.1/face.jpg", "speech.wav", 403, "url_not_allowed"),
+        ("https://127.0.0.1/face.jpg", "speech.wav", 403, "url_not_allowed"),
+        ("https://10.0.0.8/face.jpg", "speech.wav", 403, "url_not_allowed"),
+        ("https://169.254.169.254/latest/meta-data/", "speech.wav", 403, "url_not_allowed"),
+        ("https://evil.example.org/face.jpg", "speech.wav", 403, "url_not_allowed"),
+        ("speech.wav", "speech.wav", 415, "unsupported_format"),
+        ("face.jpg", "face.jpg", 415, "unsupported_format"),
+        ("missing.jpg", "speech.wav", 422, "input_not_found"),
+    ],
+)
+def test_hostile_and_bad_inputs_are_refused_with_a_reason(api: httpx.Client, avatar, audio, status, code) -> None:
+    response = api.post("/render", json={"avatarPath": avatar, "audioPath": audio})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+
+
+def test_oversize_inputs_are_refused(api: httpx.Client, inputs: Path) -> None:
+    big = inputs / "big.wav"
+    write_wav(big, np.tile(speech_samples(), 3)[: 300_000])  # 600 kB > MAX_AUDIO_BYTES
+    response = api.post("/render", json={"avatarPath": "face.jpg", "audioPath": "big.wav"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "input_too_large"
+    response = api.post("/render/upload", files={"avatar": ("a.jpg", (inputs / "face.jpg").read_bytes()),
+                                                 "audio": ("b.wav", big.read_bytes())})
+    assert response.status_code == 413 and "limit" in response.json()["error"]["message"]
+    # A body bigger than any legal upload is cut off before it is read.
+    response = api.post("/render/upload", content=b"x" * 2_000_000, headers={"content-type": "multipart/form-data; boundary=z"})
+    assert response.status_code == 413
+
+
+def test_malformed_bodies_are_422(api: httpx.Client) -> None:
+    for body in [{"avatarPath": "face.jpg"}, {"avatarPath": "face.jpg", "audioPath": "speech.wav", "qualityMode": "ultra"},
+                 {"avatarPath": "face.jpg", "audioPath": "speech.wav", "size": 513},
+                 {"avatarPath": "face.jpg", "audioPath": "speech.wav", "outputPath": "/tmp/x.mp4"}]:
+        response = api.post("/render", json=body)
+        assert response.status_code == 422, body
+    assert api.get("/status/no-such-job").status_code == 404
+
+
+def test_health_metrics_engines_and_docs(api: httpx.Client) -> None:
+    assert api.get("/healthz").json() == {"status": "ok", "backend": "in-process"}
+    assert api.get("/readyz").status_code == 200
+    metrics = api.get("/metrics").text
+    assert 'avatar_api_requests_total{method="POST",route="/render",status="202"}' in metrics
+    assert 'avatar_api_refusals_total{code="path_not_allowed"}' in metrics
+    engines = {e["name"]: e for e in api.get("/engines").json()}
+    assert engines["landmark-warp"]["available"] is True
+    spec = api.get("/openapi.json").json()
+    assert {"/render", "/render/upload", "/status/{jobId}"} <= set(spec["paths"])
+    assert api.get("/docs").status_code == 200
+
+
+def test_api_keys(inputs: Path, policy: SecurityPolicy) -> None:
+    backend = InProcessBackend(policy, inputs.parent / "renders-keyed")
+    app = create_app(backend, policy, frozenset({"s3cret", "other"}))
+    body = {"avatarPath": "face.jpg", "audioPath": "speech.wav", "size": 128}
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+        assert client.post("/render", json=body).status_code == 401
+        refused = client.post("/render", json=body, headers={"X-API-Key": "wrong"})
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        assert client.get("/status/x", headers={"X-API-Key": "nope"}).status_code == 401
+        assert client.get("/healthz").status_code == 200
+        accepted = client.post("/render", json=body, headers={"X-API-Key": "s3cret"})
+        assert accepted.status_code == 202
+        assert client.get(accepted.json()["statusUrl"], headers={"X-API-Key": "other"}).status_code == 200
+    backend.close()

@@ -1,0 +1,172 @@
+"""What the front doors (REST gateway, MCP server) submit render jobs through, and where they read status.
+
+Two backends share one small interface:
+- InProcessBackend renders with engines.pipeline.render on a thread pool and keeps statuses in memory. It is
+  what `avatar-renderer mcp` and `avatar-renderer api` use when no broker is configured.
+- KafkaBackend (worker/kafka_backend.py) publishes render.requested.v1 events and follows the status topic.
+
+A status is a plain dict, the same shape from both: jobId, state (queued|running|succeeded|failed), output,
+qualityMode, and when known engine, mode, timings {...}, error {code, message, retryable}, updatedAt.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from engines.errors import RenderError
+from engines.pipeline import RenderRequest, render
+
+from .logs import current_job_id
+from .security import AUDIO, IMAGE, SecurityPolicy, materialise
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "running", "succeeded", "failed")
+# Idempotency keys map to job ids deterministically, so a retried submission names the same job and output.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c5a59-2b0e-4d0e-9a53-5f0b8c6f6b11")
+
+
+def job_id_for(idempotency_key: str | None) -> str:
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)) if idempotency_key else str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A render job as a front door accepted it: inputs already checked by worker.security."""
+
+    avatar_uri: str
+    audio_uri: str
+    quality_mode: str | None = None
+    engine: str | None = None
+    fps: int = 25
+    size: int = 512
+    seed: int = 0
+    priority: int | None = None
+    deadline: str | None = None  # RFC 3339
+    idempotency_key: str | None = None
+    job_id: str = field(default="")
+
+    def with_job_id(self) -> "JobSpec":
+        if self.job_id:
+            return self
+        from dataclasses import replace
+
+        return replace(self, job_id=job_id_for(self.idempotency_key))
+
+
+class JobBackend(Protocol):
+    name: str
+
+    def submit(self, spec: JobSpec) -> dict[str, Any]:
+        """Accept the job (spec.job_id set) and return its first status (state queued, output URI known)."""
+
+    def status(self, job_id: str) -> dict[str, Any] | None:
+        """The latest status of a job, or None when this backend has never heard of it."""
+
+    def ready(self) -> bool:
+        """Whether submissions can be accepted now."""
+
+    def close(self) -> None: ...
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class InProcessBackend:
+    """Renders jobs in this process on a small thread pool; statuses live in memory (lost on restart)."""
+
+    name = "in-process"
+
+    def __init__(self, policy: SecurityPolicy, output_dir: Path, workers: int = 1):
+        self.policy = policy
+        self.output_dir = Path(output_dir).resolve()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
+        self._lock = threading.Lock()
+        self._statuses: dict[str, dict[str, Any]] = {}
+
+    def output_uri(self, job_id: str) -> str:
+        return (self.output_dir / f"{job_id}.mp4").as_uri()
+
+    def submit(self, spec: JobSpec) -> dict[str, Any]:
+        spec = spec.with_job_id()
+        with self._lock:
+            existing = self._statuses.get(spec.job_id)
+            if existing is not None and existing["state"] != "failed":
+                return dict(existing)  # the same idempotency key again: the job already exists
+            status = {
+                "jobId": spec.job_id, "state": "queued", "output": self.output_uri(spec.job_id),
+                "qualityMode": spec.quality_mode or "auto", "submittedAt": _now(), "updatedAt": _now(),
+            }
+            self._statuses[spec.job_id] = status
+        self._pool.submit(self._run, spec, time.monotonic())
+        return dict(status)
+
+    def status(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            status = self._statuses.get(job_id)
+            return dict(status) if status is not None else None
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        with self._lock:
+            self._statuses[job_id].update(fields, updatedAt=_now())
+
+    def _run(self, spec: JobSpec, queued_at: float) -> None:
+        token = current_job_id.set(spec.job_id)
+        started = time.monotonic()
+        self._update(spec.job_id, state="running")
+        try:
+            with tempfile.TemporaryDirectory(prefix="avatar-inputs-") as scratch:
+                # Checked again here: a file may have changed since the front door looked at it.
+                face = materialise(spec.avatar_uri, IMAGE, self.policy, Path(scratch))
+                audio = materialise(spec.audio_uri, AUDIO, self.policy, Path(scratch))
+                result = render(RenderRequest(
+                    face_path=face, audio_path=audio, out_path=self.output_dir / f"{spec.job_id}.mp4",
+                    mode=spec.quality_mode, engine=spec.engine, fps=spec.fps, size=spec.size, seed=spec.seed,
+                ))
+        except RenderError as exc:
+            log.info("render failed: %s", exc.message, extra={"fields": {"code": exc.code}})
+            self._update(spec.job_id, state="failed",
+                         error={"code": exc.code, "message": exc.message, "retryable": exc.retryable})
+        except Exception as exc:  # noqa: BLE001 - a status must always reach a final state
+            log.exception("render crashed")
+            self._update(spec.job_id, state="failed",
+                         error={"code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "retryable": True})
+        else:
+            self._update(
+                spec.job_id, state="succeeded", engine=result.engine, mode=result.mode, frames=result.frames,
+                audioSeconds=result.audio_seconds,
+                timings={
+                    "queueWaitSeconds": round(started - queued_at, 3), "renderSeconds": result.render_seconds,
+                    "decodeSeconds": result.decode_seconds, "framesSeconds": result.frames_seconds,
+                    "encodeSeconds": result.encode_seconds, "firstFrameSeconds": result.first_frame_seconds,
+                },
+            )
+        finally:
+            current_job_id.reset(token)
+
+
+def backend_from_env(policy: SecurityPolicy, choice: str = "auto") -> JobBackend:
+    """kafka when KAFKA_BOOTSTRAP_SERVERS is set (or asked for), otherwise render in this process."""
+    import os
+
+    if choice == "kafka" or (choice == "auto" and os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
+        from .kafka_backend import KafkaBackend
+
+        return KafkaBackend.from_env()
+    output_dir = Path(os.environ.get("OUTPUT_DIR") or "out/renders")
+    return InProcessBackend(policy, output_dir, workers=int(os.environ.get("RENDER_THREADS", "1")))
