@@ -107,8 +107,9 @@ class InProcessBackend:
                 "qualityMode": spec.quality_mode or "auto", "submittedAt": _now(), "updatedAt": _now(),
             }
             self._statuses[spec.job_id] = status
+            first = dict(status)
         self._pool.submit(self._run, spec, time.monotonic())
-        return dict(status)
+        return first
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -1,0 +1,99 @@
+"""MCP server through a real MCP client session over stdio (`avatar-renderer mcp` as a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from engines.media_audio import OUTPUT_RATE, write_wav
+from tests.media_fixtures import PORTRAIT, speech_samples
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def server_params(tmp_path: Path) -> StdioServerParameters:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(PORTRAIT, inputs / "face.jpg")
+    write_wav(inputs / "speech.wav", speech_samples()[: int(1.2 * OUTPUT_RATE)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env.update(ALLOWED_INPUT_ROOTS=str(inputs), OUTPUT_DIR=str(tmp_path / "renders"), UPLOAD_DIR=str(tmp_path / "up"),
+               AVATAR_FORCE_CPU="1", LOG_LEVEL="WARNING")
+    return StdioServerParameters(command=sys.executable, args=["-m", "worker.cli", "mcp"], env=env, cwd=str(REPO))
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=120))
+
+
+def test_render_through_an_mcp_client_session(server_params: StdioServerParameters, tmp_path: Path) -> None:
+    async def scenario():
+        async with stdio_client(server_params) as (read, write), ClientSession(read, write) as session:
+            init = await session.initialize()
+            assert init.serverInfo.name == "avatar-renderer"
+            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+            assert set(tools) == {"render_avatar", "get_render_status", "list_engines"}
+            params = tools["render_avatar"].inputSchema["properties"]
+            assert {"avatar_path", "audio_path", "quality_mode"} <= set(params)
+            assert set(tools["render_avatar"].inputSchema["required"]) == {"avatar_path", "audio_path"}
+
+            engines = await session.call_tool("list_engines", {})
+            assert not engines.isError
+            listed = {e["name"]: e for e in engines.structuredContent["result"]}
+            assert listed["landmark-warp"]["available"] is True
+
+            submitted = await session.call_tool("render_avatar", {
+                "avatar_path": str(tmp_path / "inputs" / "face.jpg"), "audio_path": "speech.wav",
+                "quality_mode": "real_time", "size": 128,
+            })
+            assert not submitted.isError, submitted.content
+            job = submitted.structuredContent
+            assert job["state"] == "queued" and job["qualityMode"] == "real_time"
+
+            deadline = time.monotonic() + 90
+            while True:
+                status = (await session.call_tool("get_render_status", {"job_id": job["jobId"]})).structuredContent
+                if status["state"] in ("succeeded", "failed") or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            unknown = await session.call_tool("get_render_status", {"job_id": "nope"})
+            return job, status, unknown
+
+    job, status, unknown = run(scenario())
+    assert status["state"] == "succeeded", status
+    assert status["output"] == job["output"] == (tmp_path / "renders" / f"{job['jobId']}.mp4").as_uri()
+    assert status["engine"] == "landmark-warp"
+    with av.open(str(tmp_path / "renders" / f"{job['jobId']}.mp4")) as container:
+        assert container.streams.video and container.streams.audio and container.duration / 1e6 >= 1.1
+    assert unknown.isError and "unknown_job" in unknown.content[0].text
+
+
+@pytest.mark.parametrize(
+    "arguments, reason",
+    [
+        ({"avatar_path": "/etc/passwd", "audio_path": "speech.wav"}, "path_not_allowed"),
+        ({"avatar_path": "../../../../etc/passwd", "audio_path": "speech.wav"}, "path_not_allowed"),
+        ({"avatar_path": "https://127.0.0.1/face.jpg", "audio_path": "speech.wav"}, "url_not_allowed"),
+        ({"avatar_path": "speech.wav", "audio_path": "speech.wav"}, "unsupported_format"),
+        ({"avatar_path": "face.jpg", "audio_path": "speech.wav", "size": 7}, "invalid_parameter"),
+    ],
+)
+def test_refusals_come_back_as_tool_errors(server_params: StdioServerParameters, arguments: dict, reason: str) -> None:
+    async def scenario():
+        async with stdio_client(server_params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            return await session.call_tool("render_avatar", arguments)
+
+    result = run(scenario())
+    assert result.isError
+    assert reason in result.content[0].text

@@ -1,0 +1,93 @@
+"""MCP stdio server (`avatar-renderer mcp`): render_avatar, get_render_status and list_engines as MCP tools.
+
+Jobs go to Kafka when KAFKA_BOOTSTRAP_SERVERS is set, otherwise they render in this process. Inputs pass
+the same worker.security checks as the REST gateway; a refusal comes back as a tool error naming the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Literal
+
+from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp.exceptions import ToolError
+
+from engines.errors import InputError
+from engines.pipeline import InvalidParameter, RenderRequest, validate
+
+from .engine_catalog import engine_catalog
+from .jobs_backend import JobBackend, JobSpec, backend_from_env
+from .security import AUDIO, IMAGE, SecurityPolicy, check_reference
+
+INSTRUCTIONS = (
+    "Renders a lip-synced talking-head MP4 from a portrait image and a speech recording. Call render_avatar "
+    "with paths the server may read (under its allowed input roots) or allow-listed https URLs, then poll "
+    "get_render_status with the returned jobId until state is succeeded (output is the video's URI) or failed."
+)
+
+
+def build_server(backend: JobBackend, policy: SecurityPolicy) -> FastMCP:
+    server = FastMCP("avatar-renderer", instructions=INSTRUCTIONS)
+
+    @server.tool()
+    def render_avatar(
+        avatar_path: str,
+        audio_path: str,
+        quality_mode: Literal["auto", "real_time", "high_quality"] = "auto",
+        size: int = 512,
+        fps: int = 25,
+    ) -> dict[str, Any]:
+        """Queue a talking-head render of a portrait (PNG/JPEG/WebP) speaking a recording (WAV/MP3/M4A/OGG/FLAC).
+
+        Returns jobId, output (URI the MP4 will be written to), qualityMode and state; poll get_render_status.
+        """
+        try:
+            validate(RenderRequest(face_path="", audio_path="", out_path="", mode=quality_mode, fps=fps, size=size))
+            spec = JobSpec(
+                avatar_uri=check_reference(avatar_path, IMAGE, policy),
+                audio_uri=check_reference(audio_path, AUDIO, policy),
+                quality_mode=quality_mode, fps=fps, size=size,
+            ).with_job_id()
+        except (InputError, InvalidParameter) as exc:
+            raise ToolError(f"{exc.code}: {exc.message}") from exc
+        if not backend.ready():
+            raise ToolError("unavailable: the job queue is not reachable; try again shortly.")
+        status = backend.submit(spec)
+        return {"jobId": status["jobId"], "output": status["output"], "qualityMode": status.get("qualityMode") or quality_mode,
+                "state": status["state"]}
+
+    @server.tool()
+    def get_render_status(job_id: str) -> dict[str, Any]:
+        """State of a render job (queued, running, succeeded, failed) with its output URI, engine and timings,
+        or the failure's code and message."""
+        status = backend.status(job_id)
+        if status is None:
+            raise ToolError(f"unknown_job: no job {job_id} is known.")
+        return {k: v for k, v in status.items() if v is not None}
+
+    @server.tool()
+    def list_engines() -> list[dict[str, Any]]:
+        """Engines in this build, the quality mode each serves, and whether it can run on this machine (and if
+        not, why)."""
+        return engine_catalog()
+
+    return server
+
+
+def _protect_stdout() -> None:
+    """Keep the protocol stream clean: native libraries that print to fd 1 end up on stderr instead."""
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+def run_mcp(args: Any) -> int:
+    policy = SecurityPolicy.from_env()
+    backend = backend_from_env(policy, getattr(args, "backend", "auto"))
+    _protect_stdout()
+    try:
+        build_server(backend, policy).run("stdio")
+    finally:
+        backend.close()
+    return 0
