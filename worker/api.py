@@ -26,7 +26,7 @@ from engines.errors import InputError
 from engines.pipeline import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE
 
 from .engine_catalog import engine_catalog
-from .jobs_backend import JobBackend, JobSpec
+from .jobs_backend import BackendUnavailable, JobBackend, JobSpec
 from .security import AUDIO, IMAGE, InputTooLarge, SecurityPolicy, check_content, check_reference
 
 REQUESTS = Counter("avatar_api_requests_total", "REST gateway requests", ["route", "method", "status"])
@@ -139,7 +139,10 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
     def accept(request: Request, spec: JobSpec) -> JSONResponse:
         if not backend.ready():
             return _refusal("unavailable", "The job queue is not reachable; try again shortly.", 503)
-        status = backend.submit(spec.with_job_id())
+        try:
+            status = backend.submit(spec.with_job_id())
+        except BackendUnavailable as exc:
+            return _refusal("unavailable", str(exc), 503)
         SUBMITTED.labels(backend.name).inc()
         body = Accepted(
             jobId=status["jobId"], output=status["output"], qualityMode=status.get("qualityMode") or "auto",

@@ -34,6 +34,10 @@ STATES = ("queued", "running", "succeeded", "failed")
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c5a59-2b0e-4d0e-9a53-5f0b8c6f6b11")
 
 
+class BackendUnavailable(RuntimeError):
+    """The job queue cannot take the job now (broker unreachable); the front door answers 503."""
+
+
 def job_id_for(idempotency_key: str | None) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)) if idempotency_key else str(uuid.uuid4())
 

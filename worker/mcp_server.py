@@ -17,7 +17,7 @@ from engines.errors import InputError
 from engines.pipeline import InvalidParameter, RenderRequest, validate
 
 from .engine_catalog import engine_catalog
-from .jobs_backend import JobBackend, JobSpec, backend_from_env
+from .jobs_backend import BackendUnavailable, JobBackend, JobSpec, backend_from_env
 from .security import AUDIO, IMAGE, SecurityPolicy, check_reference
 
 INSTRUCTIONS = (
@@ -53,7 +53,10 @@ def build_server(backend: JobBackend, policy: SecurityPolicy) -> FastMCP:
             raise ToolError(f"{exc.code}: {exc.message}") from exc
         if not backend.ready():
             raise ToolError("unavailable: the job queue is not reachable; try again shortly.")
-        status = backend.submit(spec)
+        try:
+            status = backend.submit(spec)
+        except BackendUnavailable as exc:
+            raise ToolError(f"unavailable: {exc}") from exc
         return {"jobId": status["jobId"], "output": status["output"], "qualityMode": status.get("qualityMode") or quality_mode,
                 "state": status["state"]}
 
