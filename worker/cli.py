@@ -13,9 +13,54 @@ from .logs import configure_logging
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if getattr(args, "worker", False):
+        from .bench_worker import run_worker_bench
+
+        return run_worker_bench(args)
     from .bench import run_bench
 
     return run_bench(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .runner import run_worker
+
+    return run_worker(args)
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from .broker import run_broker
+
+    return run_broker(args)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from .submit import run_submit
+
+    return run_submit(args)
+
+
+def add_kafka_commands(commands) -> None:
+    """The Kafka worker's subcommands: worker, broker, submit (see README "Kafka worker")."""
+    worker = commands.add_parser("worker", help="consume render requests from Kafka and render them")
+    worker.add_argument("--concurrency", type=int, default=None, help="jobs at once (default WORKER_CONCURRENCY or 1)")
+    worker.set_defaults(handler=_worker)
+
+    broker = commands.add_parser("broker", help="run the embedded development broker (Tansu) with the topics")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--partitions", type=int, default=3, help="partitions of the request topic")
+    broker.set_defaults(handler=_broker)
+
+    submit = commands.add_parser("submit", help="publish one render request (and wait for its result)")
+    submit.add_argument("--face", required=True, help="portrait: path, file://, s3:// or https:// URI")
+    submit.add_argument("--audio", required=True, help="speech: path, file://, s3:// or https:// URI")
+    submit.add_argument("--mode", choices=("auto", "real_time", "high_quality"), default=None)
+    submit.add_argument("--engine", default=None)
+    submit.add_argument("--size", type=int, default=None)
+    submit.add_argument("--fps", type=int, default=None)
+    submit.add_argument("--wait", action="store_true", help="wait for the completion or failure event and print it")
+    submit.add_argument("--timeout", type=float, default=120.0, help="seconds --wait waits")
+    submit.set_defaults(handler=_submit)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -44,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default="256,512,1024", help="comma-separated output sizes")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of the speech clip rendered")
     bench.add_argument("--repeats", type=int, default=2, help="renders per size; the fastest is reported")
+    bench.add_argument("--worker", action="store_true",
+                       help="measure the Kafka worker path instead: jobs/s and latency added over a direct render")
     bench.set_defaults(handler=_bench)
+    add_kafka_commands(commands)
 
     api = commands.add_parser("api", help="serve the REST gateway (POST /render, GET /status/{jobId})")
     api.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))

@@ -1,0 +1,144 @@
+"""Events on the wire: schema validation, the seed's alias names, and CloudEvents 1.0 binary-mode headers.
+
+A Kafka record carries the event data as its JSON value and the CloudEvents attributes as `ce_*` headers
+(binary content mode of the CloudEvents Kafka binding), so consumers can route on headers without parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import jsonschema
+
+import schemas
+
+SPEC_VERSION = "1.0"
+CE_SOURCE = f"avatar-renderer/{socket.gethostname()}"
+ALIASES = {"avatarPath": "avatarUri", "audioPath": "audioUri"}
+
+
+class InvalidEvent(ValueError):
+    """A record that is not a valid event: `code` says which way (malformed_json, schema_violation)."""
+
+    def __init__(self, code: str, message: str, job_id: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.job_id = job_id
+
+
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    schema = schemas.load(name)
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+_VALIDATORS: dict[str, jsonschema.protocols.Validator] = {}
+
+
+def validator(name: str) -> jsonschema.protocols.Validator:
+    if name not in _VALIDATORS:
+        _VALIDATORS[name] = _validator(name)
+    return _VALIDATORS[name]
+
+
+def check(name: str, payload: dict) -> None:
+    """Raise InvalidEvent(schema_violation) naming the first problem if payload does not match schema `name`."""
+    errors = sorted(validator(name).iter_errors(payload), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        job_id = payload.get("jobId") if isinstance(payload, dict) and isinstance(payload.get("jobId"), str) else None
+        raise InvalidEvent("schema_violation", f"{name} invalid at {where}: {first.message}", job_id)
+
+
+def parse_time(value: str, field: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidEvent("schema_violation", f"{field} is not an RFC 3339 date-time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent("schema_violation", f"{field} must carry a time zone: {value!r}")
+    return parsed
+
+
+@dataclass(frozen=True)
+class RenderRequested:
+    job_id: str
+    avatar_uri: str
+    audio_uri: str
+    quality_mode: str
+    engine: str | None
+    fps: int
+    size: int
+    seed: int
+    priority: int
+    idempotency_key: str | None
+    deadline: datetime | None
+    requested_at: datetime | None
+    traceparent: str | None
+
+
+def parse_request(value: bytes | None) -> RenderRequested:
+    """Record value -> RenderRequested, or InvalidEvent (malformed JSON, schema violation)."""
+    try:
+        payload = json.loads(value or b"")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent("malformed_json", f"the record value is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent("schema_violation", "render.requested.v1 must be a JSON object")
+    check("render.requested.v1", payload)
+    for alias, name in ALIASES.items():
+        if alias in payload:
+            payload[name] = payload.pop(alias)
+    return RenderRequested(
+        job_id=payload["jobId"].lower(),
+        avatar_uri=payload["avatarUri"],
+        audio_uri=payload["audioUri"],
+        quality_mode=payload.get("qualityMode", "auto"),
+        engine=payload.get("engine"),
+        fps=payload.get("fps", 25),
+        size=payload.get("size", 512),
+        seed=payload.get("seed", 0),
+        priority=payload.get("priority", 5),
+        idempotency_key=payload.get("idempotencyKey"),
+        deadline=parse_time(payload["deadline"], "deadline") if "deadline" in payload else None,
+        requested_at=parse_time(payload["requestedAt"], "requestedAt") if "requestedAt" in payload else None,
+        traceparent=payload.get("traceparent"),
+    )
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ce_headers(event_type: str, subject: str | None, traceparent: str | None = None) -> list[tuple[str, bytes]]:
+    """CloudEvents 1.0 Kafka binary-mode headers for one event of `event_type` (e.g. render.completed.v1)."""
+    headers = [
+        ("ce_specversion", SPEC_VERSION),
+        ("ce_id", str(uuid.uuid4())),
+        ("ce_type", f"avatar.{event_type}"),
+        ("ce_source", CE_SOURCE),
+        ("ce_time", now_iso()),
+        ("content-type", "application/json"),
+        ("ce_dataschema", schemas.load(event_type)["$id"]),
+    ]
+    if subject:
+        headers.append(("ce_subject", subject))
+    if traceparent:
+        headers.append(("traceparent", traceparent))
+    return [(k, v.encode()) for k, v in headers]
+
+
+def encode(event_type: str, payload: dict) -> bytes:
+    """Validate an outgoing event against its own schema (a bug here must not reach the wire) and encode it."""
+    check(event_type, payload)
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def header_dict(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+    return {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)) for k, v in headers or []}

@@ -1,0 +1,65 @@
+"""Inputs of a render request, by URI, to local files the render may read.
+
+file:// (under ALLOWED_INPUT_ROOTS, symlinks resolved) and https:// (ALLOWED_URL_HOSTS only) are checked by
+worker.security, the one implementation every front door shares; s3:// is downloaded here with boto3 (the
+worker's own credentials; S3_ENDPOINT_URL for MinIO). Every input passes the same byte limit and content sniff.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from engines.errors import RenderError
+
+from .security import AUDIO, IMAGE, InputNotFound, SecurityPolicy, UrlNotAllowed, check_content, materialise
+
+__all__ = ["AUDIO", "IMAGE", "TransientInputError", "fetch_input"]
+
+
+class TransientInputError(RenderError):
+    """Reading an input failed in a way a retry may fix (object store unreachable, throttled)."""
+
+    code = "input_unavailable"
+    retryable = True
+
+
+def fetch_input(uri: str, kind: str, policy: SecurityPolicy, scratch: Path, s3_endpoint_url: str | None = None) -> Path:
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "s3":
+        path = _fetch_s3(uri, kind, policy, scratch, s3_endpoint_url)
+        check_content(path, kind, policy, label=uri)
+        return path
+    if scheme not in ("file", "https"):
+        raise UrlNotAllowed(f"The {kind} URI {uri} must use file://, s3:// or https://.")
+    return materialise(uri, kind, policy, scratch)
+
+
+def _fetch_s3(uri: str, kind: str, policy: SecurityPolicy, scratch: Path, endpoint: str | None) -> Path:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parts = urlsplit(uri)
+    bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
+    if not bucket or not key:
+        raise UrlNotAllowed(f"The {kind} URI {uri} must be s3://bucket/key.")
+    client = boto3.client("s3", endpoint_url=endpoint)
+    scratch.mkdir(parents=True, exist_ok=True)
+    dest = scratch / f"{kind}-{uuid.uuid4().hex}"
+    limit = policy.max_bytes(kind)
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+        if head.get("ContentLength", 0) > limit:
+            from .security import InputTooLarge
+
+            raise InputTooLarge(f"The {kind} {uri} is {head['ContentLength']:,} bytes; the limit is {limit:,} bytes.")
+        client.download_file(bucket, key, str(dest))
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status in (403, 404):
+            raise InputNotFound(f"The {kind} {uri} does not exist or is not readable (HTTP {status}).") from exc
+        raise TransientInputError(f"Reading {uri} failed: {exc}.") from exc
+    except BotoCoreError as exc:
+        raise TransientInputError(f"Reading {uri} failed: {exc}.") from exc
+    return dest

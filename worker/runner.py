@@ -1,0 +1,60 @@
+"""`avatar-renderer worker`: settings, signals, metrics server, warm-up, then the consumer loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import metrics
+from .settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
+
+
+def warm_up(settings: WorkerSettings) -> None:
+    """One tiny render so the first job does not pay the one-off costs (Face Mesh graph, phone decoder)."""
+    from engines.media_audio import load_audio, write_wav
+    from engines.pipeline import RenderRequest, render
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="avatar-warmup-") as tmp:
+        clip = load_audio(SAMPLES / "speech.wav").trimmed(0.5)
+        audio = write_wav(Path(tmp) / "warmup.wav", clip.samples)
+        render(RenderRequest(SAMPLES / "portrait.jpg", audio, Path(tmp) / "warmup.mp4", mode="real_time", size=64),
+               settings.models)
+    log.info("warm-up render done", extra={"fields": {"seconds": round(time.perf_counter() - started, 3)}})
+
+
+def run_worker(args) -> int:
+    settings = WorkerSettings.from_env()
+    if getattr(args, "concurrency", None):
+        settings = settings.__class__(**{**settings.__dict__, "concurrency": args.concurrency})
+    from .service import Worker
+
+    worker = Worker(settings)
+    server = metrics.serve(settings.metrics_host, settings.metrics_port, worker.health)
+    metrics.record_engines(settings.models)
+
+    def on_signal(signum, frame):
+        log.info("signal %s: draining", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if settings.warmup:
+        warm_up(settings)
+    code = worker.run()
+    server.shutdown()
+    busy = [t for t in threading.enumerate() if t.name.startswith("render") and t.is_alive()]
+    if busy:  # renders given back at the end of the grace period: do not wait for them to finish
+        log.info("exiting with %d render thread(s) abandoned", len(busy))
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -1,0 +1,101 @@
+"""`avatar-renderer submit`: publish one render.requested.v1 event and, with --wait, print its result."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from .events import ce_headers, encode, header_dict, now_iso
+from .settings import Topics
+
+
+def build_request(face: str, audio: str, mode: str | None = None, **extra) -> dict:
+    def uri(ref: str) -> str:
+        return ref if "://" in ref else Path(ref).resolve().as_uri()
+
+    request = {"jobId": str(uuid.uuid4()), "avatarUri": uri(face), "audioUri": uri(audio),
+               "qualityMode": mode or "auto", "requestedAt": now_iso()}
+    request.update({k: v for k, v in extra.items() if v is not None})
+    return request
+
+
+def publish(bootstrap: str, topics: Topics, request: dict, raw: bytes | None = None) -> None:
+    """Publish a request (validated, unless `raw` bytes are given as-is) and its `queued` status."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    errors = []
+
+    def delivered(err, msg):
+        if err is not None:
+            errors.append(err)
+
+    job_id = request.get("jobId") or str(uuid.uuid4())
+    value = raw if raw is not None else encode("render.requested.v1", request)
+    producer.produce(topics.requested, key=job_id.encode(), value=value,
+                     headers=ce_headers("render.requested.v1", job_id, request.get("traceparent")), on_delivery=delivered)
+    if raw is None:
+        status = {"jobId": job_id, "state": "queued", "qualityMode": request.get("qualityMode", "auto"), "updatedAt": now_iso()}
+        producer.produce(topics.status, key=job_id.encode(), value=encode("render.status.v1", status),
+                         headers=ce_headers("render.status.v1", job_id), on_delivery=delivered)
+    if producer.flush(30) or errors:
+        raise RuntimeError(f"the broker did not acknowledge the request: {errors or 'timeout'}")
+
+
+class ResultWatcher:
+    """Reads completed + failed topics from their current ends (call before publishing), without a group."""
+
+    def __init__(self, bootstrap: str, topics: Topics):
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"submit-{uuid.uuid4()}",
+                                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        partitions = []
+        for topic in (topics.completed, topics.failed):
+            meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+            for pid in meta.partitions:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, pid), timeout=10)
+                partitions.append(TopicPartition(topic, pid, high))
+        self.consumer.assign(partitions)
+        self.topics = topics
+
+    def wait(self, job_ids: set[str], timeout: float) -> dict[str, tuple[str, dict, dict]]:
+        """jobId -> (topic, event, headers) for the first result of each job; stops at timeout."""
+        results: dict[str, tuple[str, dict, dict]] = {}
+        deadline = time.monotonic() + timeout
+        while set(job_ids) - set(results) and time.monotonic() < deadline:
+            message = self.consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            event = json.loads(message.value())
+            if event.get("jobId") in job_ids and event["jobId"] not in results:
+                results[event["jobId"]] = (message.topic(), event, header_dict(message.headers()))
+        return results
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def run_submit(args) -> int:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    topics = Topics.from_env(dict(os.environ))
+    request = build_request(str(args.face), str(args.audio), args.mode, engine=args.engine, size=args.size, fps=args.fps)
+    watcher = ResultWatcher(bootstrap, topics) if args.wait else None
+    publish(bootstrap, topics, request)
+    print(json.dumps({"submitted": request}), flush=True)
+    if watcher is None:
+        return 0
+    try:
+        results = watcher.wait({request["jobId"]}, args.timeout)
+    finally:
+        watcher.close()
+    if request["jobId"] not in results:
+        print(f"error: no result for job {request['jobId']} within {args.timeout:.0f} s", file=sys.stderr)
+        return 4
+    topic, event, headers = results[request["jobId"]]
+    print(json.dumps({"topic": topic, "type": headers.get("ce_type"), "event": event}), flush=True)
+    return 0 if topic == topics.completed else 1
