@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Security, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -76,6 +79,7 @@ class Accepted(BaseModel):
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    details: list[dict[str, Any]] | None = Field(None, description="per-field problems of an invalid request")
 
 
 class ErrorBody(BaseModel):
@@ -114,15 +118,26 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when API_KEYS is set")
 
     def require_key(key: str | None = Security(key_header)) -> None:
-        if api_keys and not (key and any(hmac.compare_digest(key.encode(), k.encode()) for k in api_keys)):
+        if not (key and any(hmac.compare_digest(key.encode(), k.encode()) for k in api_keys)):
             raise HTTPException(401, detail={"code": "unauthorized", "message": "A valid X-API-Key header is required."})
+
+    # Without API_KEYS the spec declares no security at all, so the docs do not promise auth that is not there.
+    auth = [Depends(require_key)] if api_keys else []
 
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:
         return _refusal(exc.code, exc.message)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details[:5])
+        REFUSALS.labels("invalid_request").inc()
+        return JSONResponse({"error": {"code": "invalid_request", "message": f"Invalid request: {summary}.",
+                                       "details": jsonable_encoder(details)}}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, dict) else {"code": "http_error", "message": str(exc.detail)}
         return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
 
@@ -150,7 +165,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
         )
         return JSONResponse(body.model_dump(), status_code=202)
 
-    @app.post("/render", status_code=202, response_model=Accepted, responses=ERRORS, dependencies=[Depends(require_key)])
+    @app.post("/render", status_code=202, response_model=Accepted, responses=ERRORS, dependencies=auth)
     def submit_render(body: RenderBody, request: Request) -> JSONResponse:
         """Queue a render of files the server can already read (paths under its allowed roots or URLs)."""
         spec = JobSpec(
@@ -163,7 +178,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
         return accept(request, spec)
 
     @app.post("/render/upload", status_code=202, response_model=Accepted, responses=ERRORS,
-              dependencies=[Depends(require_key)])
+              dependencies=auth)
     def submit_upload(
         request: Request,
         avatar: UploadFile = File(description="portrait: PNG, JPEG or WebP"),
@@ -188,7 +203,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
         return accept(request, spec)
 
     @app.get("/status/{jobId}", response_model=JobStatus, responses={404: {"model": ErrorBody}, 401: {"model": ErrorBody}},
-             dependencies=[Depends(require_key)], name="get_status")
+             dependencies=auth, name="get_status")
     def get_status(jobId: str) -> JSONResponse:
         """State (queued, running, succeeded, failed), output URI, engine, timings or the failure reason."""
         status = backend.status(jobId)
@@ -196,7 +211,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
             return JSONResponse({"error": {"code": "unknown_job", "message": f"No job {jobId} is known."}}, status_code=404)
         return JSONResponse(JobStatus.model_validate(status).model_dump(exclude_none=True))
 
-    @app.get("/engines", dependencies=[Depends(require_key)])
+    @app.get("/engines", dependencies=auth, responses={401: {"model": ErrorBody}})
     def engines() -> list[dict[str, Any]]:
         """Engines in this build and whether each can run on the gateway's machine."""
         return engine_catalog()
