@@ -136,6 +136,7 @@ class Worker:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("final commit failed: %s", exc)
         self.consumer.close()  # leaves the group: its partitions move at once, not after a session timeout
+        self.producer = None  # frees librdkafka's producer (and its broker connections) now
         log.info("worker stopped", extra={"fields": {"gaveBack": len(given_back)}})
 
     # ------------------------------------------------------------------ loop
