@@ -90,15 +90,19 @@ class InProcessBackend:
 
     name = "in-process"
 
-    def __init__(self, policy: SecurityPolicy, output_dir: Path, workers: int = 1):
+    def __init__(self, policy: SecurityPolicy, output: Path | str, workers: int = 1, s3_endpoint_url: str | None = None):
+        """output: a directory, or an output URI (file:///dir or s3://bucket/prefix) as the worker takes it."""
+        from .storage import open_storage
+
         self.policy = policy
-        self.output_dir = Path(output_dir).resolve()
+        uri = output if isinstance(output, str) and "://" in output else Path(output).resolve().as_uri()
+        self.storage = open_storage(uri, s3_endpoint_url)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
         self._lock = threading.Lock()
         self._statuses: dict[str, dict[str, Any]] = {}
 
     def output_uri(self, job_id: str) -> str:
-        return (self.output_dir / f"{job_id}.mp4").as_uri()
+        return self.storage.uri_for(job_id)
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         spec = spec.with_job_id()
@@ -140,9 +144,10 @@ class InProcessBackend:
                 face = materialise(spec.avatar_uri, IMAGE, self.policy, Path(scratch))
                 audio = materialise(spec.audio_uri, AUDIO, self.policy, Path(scratch))
                 result = render(RenderRequest(
-                    face_path=face, audio_path=audio, out_path=self.output_dir / f"{spec.job_id}.mp4",
+                    face_path=face, audio_path=audio, out_path=Path(scratch) / "out.mp4",
                     mode=spec.quality_mode, engine=spec.engine, fps=spec.fps, size=spec.size, seed=spec.seed,
                 ))
+                stored = self.storage.put(spec.job_id, Path(result.output))
         except RenderError as exc:
             log.info("render failed: %s", exc.message, extra={"fields": {"code": exc.code}})
             self._update(spec.job_id, state="failed",
@@ -153,7 +158,8 @@ class InProcessBackend:
                          error={"code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "retryable": True})
         else:
             self._update(
-                spec.job_id, state="succeeded", engine=result.engine, mode=result.mode, frames=result.frames,
+                spec.job_id, state="succeeded", output=stored.uri, bytes=stored.bytes, sha256=stored.sha256,
+                engine=result.engine, mode=result.mode, frames=result.frames,
                 audioSeconds=result.audio_seconds,
                 timings={
                     "queueWaitSeconds": round(started - queued_at, 3), "renderSeconds": result.render_seconds,
@@ -173,5 +179,7 @@ def backend_from_env(policy: SecurityPolicy, choice: str = "auto") -> JobBackend
         from .kafka_backend import KafkaBackend
 
         return KafkaBackend.from_env()
-    output_dir = Path(os.environ.get("OUTPUT_DIR") or "out/renders")
-    return InProcessBackend(policy, output_dir, workers=int(os.environ.get("RENDER_THREADS", "1")))
+    # Same output settings as the worker: OUTPUT_URI (file:///dir or s3://bucket/prefix), else OUTPUT_DIR.
+    output = os.environ.get("OUTPUT_URI", "").strip() or Path(os.environ.get("OUTPUT_DIR") or "out/renders")
+    return InProcessBackend(policy, output, workers=int(os.environ.get("RENDER_THREADS", "1")),
+                            s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)

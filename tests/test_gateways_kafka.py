@@ -1,0 +1,115 @@
+"""REST gateway and MCP server against the real embedded broker with a worker running: submit, poll, succeeded."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from PIL import Image
+
+from engines.media_audio import OUTPUT_RATE, write_wav
+from tests.conftest import REPO, worker_env
+from tests.http_server import serve
+from tests.media_fixtures import PORTRAIT, speech_samples
+from worker.api import create_app
+from worker.kafka_backend import KafkaBackend
+from worker.security import SecurityPolicy
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    root = tmp_path / "inputs"
+    root.mkdir()
+    shutil.copy(PORTRAIT, root / "face.jpg")
+    write_wav(root / "speech.wav", speech_samples()[: int(1.0 * OUTPUT_RATE)])
+    Image.new("RGB", (160, 160), (90, 140, 90)).save(root / "lawn.png")  # no face in it
+    return root
+
+
+@pytest.fixture
+def pipeline(broker, topics, inputs: Path, tmp_path: Path, start_worker):
+    """A worker on the test's topics and a gateway backend following them."""
+    env = worker_env(broker, topics, inputs, tmp_path / "renders", UPLOAD_DIR=str(tmp_path / "uploads"))
+    start_worker(env)
+    backend = KafkaBackend(broker, topics, (tmp_path / "renders").resolve().as_uri())
+    assert backend.wait_until_following(30)
+    yield env, backend, SecurityPolicy.from_env(env)
+    backend.close()
+
+
+def poll(client: httpx.Client, url: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(url).json()
+        if status.get("state") in ("succeeded", "failed"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"no final state; last status {status}")
+
+
+def test_rest_gateway_submits_through_kafka_and_reports_the_workers_status(pipeline, broker, topics, tmp_path: Path) -> None:
+    env, backend, policy = pipeline
+    with serve(create_app(backend, policy)) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+        assert client.get("/readyz").status_code == 200
+        accepted = client.post("/render", json={"avatarPath": "face.jpg", "audioPath": "speech.wav",
+                                                "qualityMode": "real_time", "size": 128})
+        assert accepted.status_code == 202, accepted.text
+        job = accepted.json()
+        assert job["output"] == (tmp_path / "renders" / f"{job['jobId']}.mp4").resolve().as_uri()
+        status = poll(client, job["statusUrl"])
+        assert status["state"] == "succeeded", status
+        assert status["output"] == job["output"] and status["engine"] == "landmark-warp"
+        assert status["timings"]["renderSeconds"] > 0 and "queueWaitSeconds" in status["timings"]
+        assert (tmp_path / "renders" / f"{job['jobId']}.mp4").stat().st_size > 1000
+
+        failing = client.post("/render", json={"avatarPath": "lawn.png", "audioPath": "speech.wav", "size": 128}).json()
+        failed = poll(client, failing["statusUrl"])
+        assert failed["state"] == "failed" and failed["error"]["code"] == "no_face"
+
+        refused = client.post("/render", json={"avatarPath": "/etc/passwd", "audioPath": "speech.wav"})
+        assert refused.status_code == 403
+
+    # Another gateway replica learns both jobs from the status topic alone.
+    replica = KafkaBackend(broker, topics, (tmp_path / "renders").resolve().as_uri())
+    try:
+        assert replica.wait_until_following(30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (replica.status(job["jobId"]) and replica.status(failing["jobId"])):
+            time.sleep(0.2)
+        assert replica.status(job["jobId"])["state"] == "succeeded"
+        assert replica.status(failing["jobId"])["state"] == "failed"
+    finally:
+        replica.close()
+
+
+def test_mcp_server_renders_through_kafka(pipeline, inputs: Path, tmp_path: Path) -> None:
+    env, _, _ = pipeline
+    params = StdioServerParameters(command=sys.executable, args=["-m", "worker.cli", "mcp"],
+                                   env={**env, "LOG_LEVEL": "WARNING"}, cwd=str(REPO))
+
+    async def scenario():
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            submitted = await session.call_tool("render_avatar", {"avatar_path": "face.jpg", "audio_path": "speech.wav",
+                                                                  "quality_mode": "auto", "size": 128})
+            assert not submitted.isError, submitted.content
+            job = submitted.structuredContent
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                status = (await session.call_tool("get_render_status", {"job_id": job["jobId"]})).structuredContent
+                if status["state"] in ("succeeded", "failed"):
+                    return job, status
+                await asyncio.sleep(0.3)
+            raise AssertionError(f"no final state: {status}")
+
+    job, status = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert status["state"] == "succeeded", status
+    assert status["output"] == job["output"] == (tmp_path / "renders" / f"{job['jobId']}.mp4").resolve().as_uri()
+    assert (tmp_path / "renders" / f"{job['jobId']}.mp4").is_file()
