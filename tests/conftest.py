@@ -50,8 +50,10 @@ def topics(broker):
 
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory):
-    """Inputs under one allowed root: the portrait and speech slices of 1 s and 8 s."""
+    """Inputs under one allowed root: the portrait and speech of 1 s, 8 s and ~24 s."""
     import shutil
+
+    import numpy as np
 
     from engines.media_audio import load_audio, write_wav
 
@@ -60,6 +62,7 @@ def clips(tmp_path_factory):
     shutil.copy(SAMPLES / "portrait.jpg", root / "portrait.jpg")
     write_wav(root / "short.wav", speech.trimmed(1.0).samples)
     write_wav(root / "long.wav", speech.trimmed(8.0).samples)
+    write_wav(root / "longer.wav", np.concatenate([speech.samples, speech.samples]))  # ~24 s: time to kill mid-job
     return root
 
 

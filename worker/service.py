@@ -269,6 +269,9 @@ class Worker:
             metrics.DLQ.labels(code).inc()
             metrics.JOBS.labels("dead_lettered").inc()
         metrics.JOBS.labels(label).inc()
+        log.info("job %s", label, extra={"job_id": outcome.job_id, "fields": {
+            "attempt": outcome.attempts, "seconds": round(time.perf_counter() - job.started, 3),
+            **({"code": outcome.failure["code"]} if outcome.failure else {"outputUri": outcome.completion["outputUri"]})}})
         metrics.RENDER_LATENCY.labels(outcome.mode, outcome.engine, label).observe(time.perf_counter() - job.started)
         self._release(tp, store=True)
 

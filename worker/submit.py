@@ -23,7 +23,7 @@ def build_request(face: str, audio: str, mode: str | None = None, **extra) -> di
     return request
 
 
-def publish(bootstrap: str, topics: Topics, request: dict, raw: bytes | None = None) -> None:
+def publish(bootstrap: str, topics: Topics, request: dict, raw: bytes | None = None, partition: int | None = None) -> None:
     """Publish a request (validated, unless `raw` bytes are given as-is) and its `queued` status."""
     from confluent_kafka import Producer
 
@@ -36,8 +36,9 @@ def publish(bootstrap: str, topics: Topics, request: dict, raw: bytes | None = N
 
     job_id = request.get("jobId") or str(uuid.uuid4())
     value = raw if raw is not None else encode("render.requested.v1", request)
-    producer.produce(topics.requested, key=job_id.encode(), value=value,
-                     headers=ce_headers("render.requested.v1", job_id, request.get("traceparent")), on_delivery=delivered)
+    placement = {} if partition is None else {"partition": partition}
+    producer.produce(topics.requested, key=job_id.encode(), value=value, on_delivery=delivered,
+                     headers=ce_headers("render.requested.v1", job_id, request.get("traceparent")), **placement)
     if raw is None:
         status = {"jobId": job_id, "state": "queued", "qualityMode": request.get("qualityMode", "auto"), "updatedAt": now_iso()}
         producer.produce(topics.status, key=job_id.encode(), value=encode("render.status.v1", status),
