@@ -283,7 +283,11 @@ def fetch_https(url: str, kind: str, dest_dir: Path, policy: SecurityPolicy) -> 
     except InputError:
         dest.unlink(missing_ok=True)
         raise
-    check_content(dest, kind, policy, label=url)
+    try:
+        check_content(dest, kind, policy, label=url)
+    except InputError:
+        dest.unlink(missing_ok=True)
+        raise
     return dest
 
 
