@@ -16,10 +16,11 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 
-## The main job: render the portrait and speech clip shipped in engines/samples/.
+## The main job: embedded broker + worker; the sample portrait + speech submitted as a render request, the
+## completion event printed, everything stopped again (worker/demo.py).
 demo: install
 	@mkdir -p $(OUT)
-	$(BIN)/avatar-renderer render --face engines/samples/portrait.jpg --audio engines/samples/speech.wav --out $(OUT)/sample.mp4
+	$(BIN)/python -m worker.demo $(OUT)
 
 ## The test suite (what .ci/run runs).
 test: install-test
