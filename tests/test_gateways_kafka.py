@@ -113,3 +113,30 @@ def test_mcp_server_renders_through_kafka(pipeline, inputs: Path, tmp_path: Path
     assert status["state"] == "succeeded", status
     assert status["output"] == job["output"] == (tmp_path / "renders" / f"{job['jobId']}.mp4").resolve().as_uri()
     assert (tmp_path / "renders" / f"{job['jobId']}.mp4").is_file()
+
+
+def test_the_worker_refuses_hostile_inputs_that_bypass_the_gateway(pipeline, inputs: Path, tmp_path: Path) -> None:
+    """Requests published straight to the topic (no gateway checks) fail with the same reasons."""
+    from worker.jobs_backend import JobSpec
+
+    _, backend, _ = pipeline
+    (tmp_path / "secret.jpg").write_bytes(PORTRAIT.read_bytes())
+    (inputs / "escape.jpg").symlink_to(tmp_path / "secret.jpg")
+    (inputs / "notes.jpg").write_text("not a picture at all")
+    speech = (inputs / "speech.wav").as_uri()
+    hostile = {
+        "file:///etc/passwd": "path_not_allowed",
+        (inputs / "escape.jpg").as_uri(): "path_not_allowed",
+        (inputs / ".." / "secret.jpg").as_uri(): "path_not_allowed",
+        "https://127.0.0.1/face.jpg": "url_not_allowed",
+        "https://10.0.0.7/face.jpg": "url_not_allowed",
+        (inputs / "notes.jpg").as_uri(): "unsupported_format",
+    }
+    jobs = {backend.submit(JobSpec(avatar_uri=uri, audio_uri=speech, size=128))["jobId"]: code
+            for uri, code in hostile.items()}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(backend.status(j)["state"] != "failed" for j in jobs):
+        time.sleep(0.2)
+    got = {job: (backend.status(job).get("error") or {}).get("code") for job in jobs}
+    assert got == jobs
+    assert not list((tmp_path / "renders").glob("*.mp4"))
