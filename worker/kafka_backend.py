@@ -177,3 +177,4 @@ class KafkaBackend:
         except RuntimeError:
             pass
         self._producer.flush(5)
+        self._producer = None  # destroys the client now, so it stops reconnecting to a broker that is gone
