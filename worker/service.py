@@ -64,6 +64,9 @@ def consumer_config(settings: WorkerSettings, stats_cb=None) -> dict:
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 5),
         "max.poll.interval.ms": settings.max_poll_interval_ms,
+        # A partition is re-fetched after every job (pause purges prefetched records): do not let the broker
+        # hold each fetch for the 500 ms default when the topic is idle.
+        "fetch.wait.max.ms": 50,
     }
     if settings.statistics_interval_ms and stats_cb:
         config["statistics.interval.ms"] = settings.statistics_interval_ms
@@ -143,7 +146,7 @@ class Worker:
 
     def _step(self, dispatch: bool) -> None:
         self.health.tick()
-        message = self.consumer.poll(0.1)
+        message = self.consumer.poll(0.02 if self.inflight else 0.1)
         if message is not None:
             self._accept(message, dispatch)
         self._collect()

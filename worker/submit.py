@@ -23,11 +23,12 @@ def build_request(face: str, audio: str, mode: str | None = None, **extra) -> di
     return request
 
 
-def publish(bootstrap: str, topics: Topics, request: dict, raw: bytes | None = None, partition: int | None = None) -> None:
+def publish(bootstrap: str, topics: Topics, request: dict, raw: bytes | None = None, partition: int | None = None,
+            producer=None) -> None:
     """Publish a request (validated, unless `raw` bytes are given as-is) and its `queued` status."""
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    producer = producer or Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
     errors = []
 
     def delivered(err, msg):
@@ -54,7 +55,8 @@ class ResultWatcher:
         from confluent_kafka import Consumer, TopicPartition
 
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"submit-{uuid.uuid4()}",
-                                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+                                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                  "fetch.wait.max.ms": 50})
         partitions = []
         for topic in (topics.completed, topics.failed):
             meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
