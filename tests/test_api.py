@@ -158,9 +158,11 @@ def test_oversize_inputs_are_refused(api: httpx.Client, inputs: Path) -> None:
 def test_malformed_bodies_are_422(api: httpx.Client) -> None:
     for body in [{"avatarPath": "face.jpg"}, {"avatarPath": "face.jpg", "audioPath": "speech.wav", "qualityMode": "ultra"},
                  {"avatarPath": "face.jpg", "audioPath": "speech.wav", "size": 513},
-                 {"avatarPath": "face.jpg", "audioPath": "speech.wav", "outputPath": "/tmp/x.mp4"}]:
+                 {"avatarPath": "face.jpg", "audioPath": "speech.wav", "outputPath": "/tmp/x.mp4"},
+                 {"avatarPath": "face.jpg", "audioPath": "speech.wav", "deadline": "2030-01-01T00:00:00"}]:
         response = api.post("/render", json=body)
         assert response.status_code == 422, body
+        assert response.json()["error"]["code"] == "invalid_request" and response.json()["error"]["message"]
     assert api.get("/status/no-such-job").status_code == 404
 
 

@@ -59,7 +59,8 @@ def test_rest_gateway_submits_through_kafka_and_reports_the_workers_status(pipel
     with serve(create_app(backend, policy)) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
         assert client.get("/readyz").status_code == 200
         accepted = client.post("/render", json={"avatarPath": "face.jpg", "audioPath": "speech.wav",
-                                                "qualityMode": "real_time", "size": 128})
+                                                "qualityMode": "real_time", "size": 128,
+                                                "deadline": "2099-01-01T00:00:00+02:00", "idempotencyKey": "k-1"})
         assert accepted.status_code == 202, accepted.text
         job = accepted.json()
         assert job["output"] == (tmp_path / "renders" / f"{job['jobId']}.mp4").resolve().as_uri()

@@ -12,7 +12,6 @@ import os
 import shutil
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,13 +22,13 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from engines.errors import InputError
 from engines.pipeline import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE
 
 from .engine_catalog import engine_catalog
-from .jobs_backend import BackendUnavailable, JobBackend, JobSpec
+from .jobs_backend import BackendUnavailable, JobBackend, JobSpec, requested_mode
 from .security import AUDIO, IMAGE, InputTooLarge, SecurityPolicy, check_content, check_reference
 
 REQUESTS = Counter("avatar_api_requests_total", "REST gateway requests", ["route", "method", "status"])
@@ -57,7 +56,7 @@ class RenderBody(BaseModel):
     size: int = Field(512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=2, description="output width and height")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     priority: int | None = Field(None, ge=0, le=9)
-    deadline: datetime | None = Field(None, description="RFC 3339; a job not started by then fails fast")
+    deadline: AwareDatetime | None = Field(None, description="RFC 3339 with a time zone; a job not started by then fails fast")
     idempotencyKey: str | None = Field(None, min_length=1, max_length=200,
                                        description="the same key names the same job and output")
 
@@ -160,7 +159,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
             return _refusal("unavailable", str(exc), 503)
         SUBMITTED.labels(backend.name).inc()
         body = Accepted(
-            jobId=status["jobId"], output=status["output"], qualityMode=status.get("qualityMode") or "auto",
+            jobId=status["jobId"], output=status["output"], qualityMode=status.get("qualityMode") or requested_mode(spec),
             statusUrl=str(request.url_for("get_status", jobId=status["jobId"])),
         )
         return JSONResponse(body.model_dump(), status_code=202)

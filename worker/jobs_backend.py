@@ -38,6 +38,13 @@ class BackendUnavailable(RuntimeError):
     """The job queue cannot take the job now (broker unreachable); the front door answers 503."""
 
 
+def requested_mode(spec: "JobSpec") -> str:
+    """The mode a job asks for: its own, else DEFAULT_QUALITY_MODE (what the render will use), else auto."""
+    import os
+
+    return spec.quality_mode or os.environ.get("DEFAULT_QUALITY_MODE", "").strip() or "auto"
+
+
 def job_id_for(idempotency_key: str | None) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)) if idempotency_key else str(uuid.uuid4())
 
@@ -112,7 +119,7 @@ class InProcessBackend:
                 return dict(existing)  # the same idempotency key again: the job already exists
             status = {
                 "jobId": spec.job_id, "state": "queued", "output": self.output_uri(spec.job_id),
-                "qualityMode": spec.quality_mode or "auto", "submittedAt": _now(), "updatedAt": _now(),
+                "qualityMode": requested_mode(spec), "submittedAt": _now(), "updatedAt": _now(),
             }
             self._statuses[spec.job_id] = status
             first = dict(status)

@@ -18,7 +18,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from . import events
-from .jobs_backend import BackendUnavailable, JobSpec
+from engines.pipeline import InvalidParameter
+
+from .jobs_backend import BackendUnavailable, JobSpec, requested_mode
 from .settings import Topics, WorkerSettings
 from .storage import open_storage
 
@@ -63,13 +65,13 @@ class KafkaBackend:
         requested_at = events.now_iso()
         payload: dict[str, Any] = {
             "jobId": spec.job_id, "avatarUri": spec.avatar_uri, "audioUri": spec.audio_uri,
-            "qualityMode": spec.quality_mode or "auto", "fps": spec.fps, "size": spec.size, "seed": spec.seed,
-            "requestedAt": requested_at,
+            "fps": spec.fps, "size": spec.size, "seed": spec.seed, "requestedAt": requested_at,
         }
-        optional = {"engine": spec.engine, "priority": spec.priority, "deadline": spec.deadline,
-                    "idempotencyKey": spec.idempotency_key}
+        # No qualityMode given: the event carries none, so the worker's own default decides.
+        optional = {"qualityMode": spec.quality_mode, "engine": spec.engine, "priority": spec.priority,
+                    "deadline": spec.deadline, "idempotencyKey": spec.idempotency_key}
         payload.update({k: v for k, v in optional.items() if v is not None})
-        status = {"jobId": spec.job_id, "state": "queued", "qualityMode": payload["qualityMode"],
+        status = {"jobId": spec.job_id, "state": "queued", "qualityMode": requested_mode(spec),
                   "outputUri": self.storage.uri_for(spec.job_id), "updatedAt": requested_at}
         # The queued status goes first, in the job's status partition, so a worker's "running" always follows it.
         errors: list[str] = []
@@ -78,10 +80,15 @@ class KafkaBackend:
             if err is not None:
                 errors.append(str(err))
 
-        self._producer.produce(self.topics.status, key=spec.job_id, value=events.encode("render.status.v1", status),
+        try:
+            request_value = events.encode("render.requested.v1", payload)
+            status_value = events.encode("render.status.v1", status)
+        except events.InvalidEvent as exc:  # e.g. a resolved file:// URI longer than the schema allows
+            raise InvalidParameter(f"The request cannot be published: {exc.message}.") from exc
+        self._producer.produce(self.topics.status, key=spec.job_id, value=status_value,
                                headers=events.ce_headers("render.status.v1", spec.job_id), on_delivery=delivered)
         self._producer.produce(self.topics.requested, key=spec.job_id,
-                               value=events.encode("render.requested.v1", payload),
+                               value=request_value,
                                headers=events.ce_headers("render.requested.v1", spec.job_id), on_delivery=delivered)
         remaining = self._producer.flush(15)
         if remaining or errors:

@@ -34,12 +34,13 @@ def build_server(backend: JobBackend, policy: SecurityPolicy) -> FastMCP:
     def render_avatar(
         avatar_path: str,
         audio_path: str,
-        quality_mode: Literal["auto", "real_time", "high_quality"] = "auto",
+        quality_mode: Literal["auto", "real_time", "high_quality"] | None = None,
         size: int = 512,
         fps: int = 25,
     ) -> dict[str, Any]:
         """Queue a talking-head render of a portrait (PNG/JPEG/WebP) speaking a recording (WAV/MP3/M4A/OGG/FLAC).
 
+        quality_mode: auto, real_time or high_quality; left out, the server's DEFAULT_QUALITY_MODE (auto).
         Returns jobId, output (URI the MP4 will be written to), qualityMode and state; poll get_render_status.
         """
         try:
@@ -57,7 +58,9 @@ def build_server(backend: JobBackend, policy: SecurityPolicy) -> FastMCP:
             status = backend.submit(spec)
         except BackendUnavailable as exc:
             raise ToolError(f"unavailable: {exc}") from exc
-        return {"jobId": status["jobId"], "output": status["output"], "qualityMode": status.get("qualityMode") or quality_mode,
+        except InputError as exc:
+            raise ToolError(f"{exc.code}: {exc.message}") from exc
+        return {"jobId": status["jobId"], "output": status["output"], "qualityMode": status.get("qualityMode"),
                 "state": status["state"]}
 
     @server.tool()
