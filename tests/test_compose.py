@@ -1,0 +1,85 @@
+"""docker-compose.yml, the Prometheus scrape config and the Grafana dashboard agree with each other and with
+the worker (topics, ports, metric names). `docker compose config` runs too where the compose client exists."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from worker import metrics
+from worker.settings import Topics
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_services_and_references():
+    assert {"kafka", "kafka-init", "worker", "prometheus", "grafana", "minio", "minio-init"} <= set(SERVICES)
+    for name, service in SERVICES.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+        for volume in service.get("volumes", []):
+            host = volume.split(":")[0]
+            if host.startswith("./"):
+                assert (REPO / host).exists(), f"{name} mounts missing {host}"
+    assert (REPO / SERVICES["worker"].get("build", ".")).joinpath("Dockerfile").is_file()
+
+
+def test_kafka_is_single_node_kraft_with_replication_factor_one():
+    env = SERVICES["kafka"]["environment"]
+    assert SERVICES["kafka"]["image"].startswith("apache/kafka:")
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                "KAFKA_DEFAULT_REPLICATION_FACTOR"):
+        assert str(env[key]) == "1"
+
+
+def test_topic_init_creates_the_worker_topics():
+    script = "\n".join(SERVICES["kafka-init"]["command"])
+    created = set(re.findall(r"--topic (\S+)", script))
+    assert created == set(vars(Topics()).values())
+    assert re.search(r"--topic avatar\.render\.status .*cleanup\.policy=compact", script)
+
+
+def test_worker_env_is_valid_settings_and_matches_scrape_config():
+    from worker.settings import WorkerSettings
+
+    env = {k: str(v) for k, v in SERVICES["worker"]["environment"].items()}
+    settings = WorkerSettings.from_env(env)
+    assert settings.output_uri.startswith("s3://") and settings.s3_endpoint_url == "http://minio:9000"
+    scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    sd = scrape["scrape_configs"][0]["dns_sd_configs"][0]
+    assert sd["names"] == ["worker"] and sd["port"] == settings.metrics_port
+
+
+def test_grafana_dashboard_queries_metrics_the_worker_exports():
+    exported = {m._name for m in (metrics.RENDER_LATENCY, metrics.QUEUE_WAIT, metrics.STAGE, metrics.IN_PROGRESS,
+                                 metrics.JOBS, metrics.RETRIES, metrics.DLQ, metrics.LAG, metrics.REBALANCES,
+                                 metrics.ASSIGNED, metrics.ENGINE_AVAILABLE)}
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/avatar-renderer.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|total)$", "", n) for e in exprs for n in re.findall(r"avatar_[a-z_]+", e)}
+    assert used <= {re.sub(r"_total$", "", n) for n in exported}, used
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for needed in ("latency", "throughput", "failures", "lag", "in progress"):
+        assert needed in titles
+    assert any("0.99" in e and "mode" in e for e in exprs)
+    provisioning = yaml.safe_load((REPO / "deploy/grafana/provisioning/dashboards/avatar-renderer.yml").read_text())
+    mounted = dict(v.split(":")[:2][::-1] for v in SERVICES["grafana"]["volumes"])
+    assert mounted[provisioning["providers"][0]["options"]["path"]] == "./deploy/grafana/dashboards"
+
+
+def test_docker_compose_config_when_the_client_exists():
+    docker = shutil.which("docker")
+    if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("no docker compose client here; the YAML checks above stand in for it")
+    result = subprocess.run([docker, "compose", "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
