@@ -12,20 +12,22 @@ qualityMode, and when known engine, mode, timings {...}, error {code, message, r
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from engines.errors import RenderError
 from engines.pipeline import RenderRequest, render
 
+from .inputs import fetch_input
 from .logs import current_job_id
-from .security import AUDIO, IMAGE, SecurityPolicy, materialise
+from .security import AUDIO, IMAGE, SecurityPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ class BackendUnavailable(RuntimeError):
 
 def requested_mode(spec: "JobSpec") -> str:
     """The mode a job asks for: its own, else DEFAULT_QUALITY_MODE (what the render will use), else auto."""
-    import os
-
     return spec.quality_mode or os.environ.get("DEFAULT_QUALITY_MODE", "").strip() or "auto"
 
 
@@ -68,8 +68,6 @@ class JobSpec:
     def with_job_id(self) -> "JobSpec":
         if self.job_id:
             return self
-        from dataclasses import replace
-
         return replace(self, job_id=job_id_for(self.idempotency_key))
 
 
@@ -102,6 +100,7 @@ class InProcessBackend:
         from .storage import open_storage
 
         self.policy = policy
+        self.s3_endpoint_url = s3_endpoint_url
         uri = output if isinstance(output, str) and "://" in output else Path(output).resolve().as_uri()
         self.storage = open_storage(uri, s3_endpoint_url)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
@@ -148,8 +147,8 @@ class InProcessBackend:
         try:
             with tempfile.TemporaryDirectory(prefix="avatar-inputs-") as scratch:
                 # Checked again here: a file may have changed since the front door looked at it.
-                face = materialise(spec.avatar_uri, IMAGE, self.policy, Path(scratch))
-                audio = materialise(spec.audio_uri, AUDIO, self.policy, Path(scratch))
+                face = fetch_input(spec.avatar_uri, IMAGE, self.policy, Path(scratch), self.s3_endpoint_url)
+                audio = fetch_input(spec.audio_uri, AUDIO, self.policy, Path(scratch), self.s3_endpoint_url)
                 result = render(RenderRequest(
                     face_path=face, audio_path=audio, out_path=Path(scratch) / "out.mp4",
                     mode=spec.quality_mode, engine=spec.engine, fps=spec.fps, size=spec.size, seed=spec.seed,
@@ -180,8 +179,6 @@ class InProcessBackend:
 
 def backend_from_env(policy: SecurityPolicy, choice: str = "auto") -> JobBackend:
     """kafka when KAFKA_BOOTSTRAP_SERVERS is set (or asked for), otherwise render in this process."""
-    import os
-
     if choice == "kafka" or (choice == "auto" and os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
         from .kafka_backend import KafkaBackend
 
