@@ -25,7 +25,9 @@ def test_schemas_are_draft_2020_12_and_ship_as_package_data():
 def test_alias_names_from_the_seed_rest_api_are_accepted():
     request = parse_request(json.dumps(schemas.example("render.requested.v1", "alias")).encode())
     assert request.avatar_uri == "/data/avatars/ada.png" and request.audio_uri == "file:///data/speech/hello.wav"
-    assert request.quality_mode == "auto" and request.size == 512 and request.fps == 25
+    assert request.quality_mode == "auto" and request.size == 512
+    del_mode = {k: v for k, v in schemas.example("render.requested.v1", "alias").items() if k != "qualityMode"}
+    assert parse_request(json.dumps(del_mode).encode()).quality_mode is None  # the worker's default applies and request.fps == 25
 
 
 def test_full_example_parses_with_times():

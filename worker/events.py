@@ -71,7 +71,7 @@ class RenderRequested:
     job_id: str
     avatar_uri: str
     audio_uri: str
-    quality_mode: str
+    quality_mode: str | None  # None: the worker's DEFAULT_QUALITY_MODE
     engine: str | None
     fps: int
     size: int
@@ -99,7 +99,7 @@ def parse_request(value: bytes | None) -> RenderRequested:
         job_id=payload["jobId"].lower(),
         avatar_uri=payload["avatarUri"],
         audio_uri=payload["audioUri"],
-        quality_mode=payload.get("qualityMode", "auto"),
+        quality_mode=payload.get("qualityMode"),
         engine=payload.get("engine"),
         fps=payload.get("fps", 25),
         size=payload.get("size", 512),

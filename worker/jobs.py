@@ -6,6 +6,7 @@ Outcome into events and stores the offset once they are acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -94,6 +95,8 @@ def run_job(
         out.failure["code"] = exc.code
         return out
 
+    if request.quality_mode is None:
+        request = dataclasses.replace(request, quality_mode=settings.models.default_quality_mode)
     token = current_job_id.set(request.job_id)
     try:
         enqueued = request.requested_at.timestamp() if request.requested_at else record_time
