@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
 install-test: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,neural,onnx]'
 
 ## The main job: embedded broker + worker; the sample portrait + speech submitted as a render request, the
 ## completion event printed, everything stopped again (worker/demo.py).

@@ -51,8 +51,9 @@ def high_quality_missing(settings: ModelSettings, hardware: Hardware) -> list[st
 def all_engines() -> dict[str, Engine]:
     """Every engine this build contains, by name. Neural engines register here as they are built."""
     from .landmark_warp import LandmarkWarpEngine
+    from .wav2lip.engine import Wav2LipEngine  # imports no torch until it renders
 
-    engines: list[Engine] = [LandmarkWarpEngine()]
+    engines: list[Engine] = [LandmarkWarpEngine(), Wav2LipEngine()]
     return {engine.name: engine for engine in engines}
 
 

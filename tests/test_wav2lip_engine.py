@@ -1,0 +1,102 @@
+"""The wav2lip engine end to end on CPU with random weights in upstream's checkpoint format: frame count and
+shape, the audio driving the mouth, pixels outside the blended region unchanged, batching, the built-in
+engine's frames underneath, and registration / mode resolution."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engines import face  # noqa: E402
+from engines.hardware import Hardware  # noqa: E402
+from engines.registry import all_engines, resolve  # noqa: E402
+from engines.settings import ModelSettings  # noqa: E402
+from engines.wav2lip.crops import face_box, int_box, mouth_mask  # noqa: E402
+from engines.wav2lip.engine import Wav2LipEngine  # noqa: E402
+from tests.wav2lip_fixtures import portrait_job, random_model, save_upstream  # noqa: E402
+
+torch.set_num_threads(2)
+CPU = Hardware(cuda=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_upstream(random_model(seed=5), tmp_path_factory.mktemp("ckpt") / "wav2lip_gan.pth",
+                         data_parallel=True)
+
+
+@pytest.fixture(scope="module")
+def job():
+    return portrait_job(size=256, seconds=0.6)
+
+
+def render(checkpoint, job, **kwargs):
+    engine = Wav2LipEngine(checkpoint=checkpoint, hardware=CPU, **{"base": "still", **kwargs})
+    return list(engine.render(job))
+
+
+def test_still_portrait_frames_change_only_inside_the_mouth_region(checkpoint, job):
+    frames = render(checkpoint, job, batch_size=8)
+    assert len(frames) == job.frame_count == 15
+    assert all(f.shape == (256, 256, 3) and f.dtype == np.uint8 for f in frames)
+    box = int_box(face_box(job.landmarks, (256, 256)))
+    region = np.zeros((256, 256), bool)
+    region[box[1]:box[3], box[0]:box[2]] = mouth_mask(job.landmarks, box) > 0
+    for frame in frames:
+        changed = np.any(frame != job.portrait, axis=2)
+        assert changed.sum() > 200
+        assert not np.any(changed & ~region)
+
+
+def test_audio_drives_the_generated_mouth(checkpoint, job):
+    silent = portrait_job(size=256, audio=type(job.audio)(np.zeros_like(job.audio.samples)))
+    speaking = render(checkpoint, job, batch_size=8)
+    quiet = render(checkpoint, silent, batch_size=8)
+    lips = job.landmarks[face.LIPS_OUTER].mean(axis=0).astype(int)
+    patch = (slice(lips[1] - 6, lips[1] + 6), slice(lips[0] - 10, lips[0] + 10))
+    # Silence gives one mouth for every frame; speech gives frames that differ from it and each other.
+    assert all(np.array_equal(quiet[0][patch], q[patch]) for q in quiet)
+    differences = [np.abs(s[patch].astype(int) - q[patch].astype(int)).mean() for s, q in zip(speaking, quiet)]
+    assert max(differences) > 1.0
+    assert len({s[patch].tobytes() for s in speaking}) > 5
+
+
+def test_batch_size_does_not_change_the_frames(checkpoint, job):
+    one = render(checkpoint, job, batch_size=1)[:6]
+    many = render(checkpoint, job, batch_size=5)[:6]
+    for a, b in zip(one, many):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_built_in_engine_frames_underneath(checkpoint, job):
+    from engines.landmark_warp import LandmarkWarpEngine
+
+    base = list(LandmarkWarpEngine().render(job))
+    frames = render(checkpoint, job, base="landmark-warp", batch_size=8)
+    assert len(frames) == len(base)
+    nose_bottom = int(job.landmarks[2][1]) - 8  # the head sways a few pixels
+    for ours, theirs in zip(frames, base):
+        np.testing.assert_array_equal(ours[:nose_bottom], theirs[:nose_bottom])  # eyes, blinks, head motion
+        assert np.any(ours != theirs)
+    assert any(np.any(a[:nose_bottom] != base[0][:nose_bottom]) for a in base[1:])  # the base really moves
+
+
+def test_registry_lists_wav2lip_and_real_time_picks_it_when_the_checkpoint_exists(checkpoint, tmp_path):
+    assert "wav2lip" in all_engines()
+    present = ModelSettings.from_env({"MODEL_ROOT": str(tmp_path), "WAV2LIP_CKPT": str(checkpoint)})
+    assert resolve("real_time", None, present, CPU).engine.name == "wav2lip"
+    assert resolve("auto", None, present, CPU).engine.name == "wav2lip"
+    absent = ModelSettings.from_env({"MODEL_ROOT": str(tmp_path)})
+    fallback = resolve("real_time", None, absent, CPU)
+    assert fallback.engine.name == "landmark-warp" and "wav2lip_gan.pth" in fallback.why
+
+
+def test_registry_import_does_not_import_torch():
+    code = "import sys, engines.registry as r; r.all_engines(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
