@@ -1,4 +1,7 @@
-"""ONNX export and TensorRT engine builds for the neural engines, with an on-disk engine cache.
+"""ONNX export and TensorRT FP16 engines for the Wav2Lip generator, with an on-disk engine cache.
 
-Empty until the Wav2Lip engine lands (see the README's roadmap): nothing here is called yet.
+checkpoint -> ONNX (dynamic batch; parity against torch checked with onnxruntime) -> TensorRT FP16 engine
+(built with the `tensorrt` package on the GPU that will run it) -> cache keyed by GPU name, TensorRT
+version and checkpoint SHA-256 -> executed by trt_build.runtime when the real_time engine finds it.
+Run it as `avatar-renderer trt-build`. Nothing here imports torch or tensorrt at package import time.
 """

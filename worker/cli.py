@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure the Kafka worker path instead: jobs/s and latency added over a direct render")
     bench.set_defaults(handler=_bench)
     add_kafka_commands(commands)
+    from trt_build.cli import add_trt_build_command
+
+    from .models import add_models_command
+
+    add_models_command(commands)
+    add_trt_build_command(commands)
 
     api = commands.add_parser("api", help="serve the REST gateway (POST /render, GET /status/{jobId})")
     api.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))

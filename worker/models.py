@@ -1,0 +1,157 @@
+"""`avatar-renderer models list | download | verify`: the engines' checkpoints, fetched and checked.
+
+Files go where the engines look (MODEL_ROOT and the WAV2LIP_CKPT / *_CKPT_DIR / GFPGAN_CKPT variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engines.settings import ModelSettings
+
+from .models_catalog import ENGINES, ModelFile, entries
+from .models_download import DownloadError, download, sha256_of
+
+SIDECAR = ".sha256"  # written beside a file whose SHA-256 the catalog does not know
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR)
+
+
+def _state(entry: ModelFile, settings: ModelSettings) -> dict:
+    dest = entry.destination(settings)
+    return {
+        "engine": entry.engine, "file": entry.filename, "path": str(dest), "present": dest.is_file(),
+        "bytes": dest.stat().st_size if dest.is_file() else None,
+        "expected_bytes": entry.size, "sha256": entry.sha256 or "unknown",
+        "url": entry.download_url() or f"by hand: {entry.page}", "note": entry.note,
+    }
+
+
+def run_list(args: argparse.Namespace) -> int:
+    settings = ModelSettings.from_env()
+    rows = [_state(e, settings) for e in entries(args.engine)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        mark = "present" if row["present"] else "missing"
+        size = f"{row['expected_bytes']} B" if row["expected_bytes"] else "size unknown"
+        print(f"{row['engine']:<10} {row['file']:<36} {mark:<8} {row['path']}")
+        print(f"{'':<10} {size}, sha256 {row['sha256']}; {row['url']}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    settings = ModelSettings.from_env()
+    failures = 0
+    for entry in entries(args.engine):
+        dest = entry.destination(settings)
+        url = entry.download_url()
+        if url is None:
+            print(f"{entry.engine}/{entry.filename}: no direct download; get it from {entry.page} "
+                  f"and place it at {dest}" + (f" ({entry.note})" if entry.note else ""))
+            continue
+        if dest.is_file() and not args.force:
+            problem = check_file(entry, dest)
+            if not problem:
+                print(f"{entry.engine}/{entry.filename}: already present at {dest}")
+                continue
+            print(f"{entry.engine}/{entry.filename}: present but {problem}; downloading again")
+            dest.unlink()
+        try:
+            got = download(url, dest, size=entry.size, sha256=entry.sha256, progress=not args.no_progress)
+        except DownloadError as exc:
+            failures += 1
+            print(f"error: {entry.engine}/{entry.filename}: {exc}", file=sys.stderr)
+            continue
+        if entry.sha256 is None:
+            _sidecar(dest).write_text(f"{got.sha256}  {dest.name}\n")
+        resumed = f", resumed from byte {got.resumed_from}" if got.resumed_from else ""
+        checked = "checksum OK" if entry.sha256 else "length as declared; sha256 recorded (catalog has none)"
+        print(f"{entry.engine}/{entry.filename}: {got.size} bytes at {dest}, sha256 {got.sha256} ({checked}{resumed})")
+    return 1 if failures else 0
+
+
+def check_file(entry: ModelFile, path: Path) -> str:
+    """Empty when ``path`` matches what is known of the file (catalog size and hash, or the recorded hash)."""
+    if entry.size is not None and path.stat().st_size != entry.size:
+        return f"{path.stat().st_size} bytes, expected {entry.size}"
+    expected = entry.sha256
+    if expected is None and _sidecar(path).is_file():
+        expected = _sidecar(path).read_text().split()[0]
+    if expected is not None:
+        actual = sha256_of(path)
+        if actual != expected.lower():
+            return f"SHA-256 {actual}, expected {expected}"
+    return ""
+
+
+def verify_loadable(engine: str, path: Path) -> str:
+    """Load-check what this build can load (Wav2Lip, strictly); empty when fine."""
+    if engine != "wav2lip":
+        return ""
+    from engines.errors import EngineUnavailable
+
+    try:
+        from engines.wav2lip.checkpoint import load_wav2lip
+
+        load_wav2lip(path)
+    except ImportError:
+        return "cannot load-check it: PyTorch is not installed (pip install 'avatar-renderer[neural]')"
+    except EngineUnavailable as exc:
+        return exc.message
+    return ""
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    if args.checkpoint:
+        engine = (args.engine or ["wav2lip"])[0]
+        path = Path(args.checkpoint)
+        if engine != "wav2lip":
+            print(f"error: this build can load-check only wav2lip checkpoints, not {engine}", file=sys.stderr)
+            return 2
+        problem = "does not exist" if not path.is_file() else verify_loadable(engine, path)
+        if problem:
+            print(f"error: {path}: {problem}", file=sys.stderr)
+            return 1
+        print(f"OK: {path} is a Wav2Lip checkpoint; every key and shape matches (sha256 {sha256_of(path)})")
+        return 0
+    settings = ModelSettings.from_env()
+    bad = checked = 0
+    for entry in entries(args.engine):
+        dest = entry.destination(settings)
+        if not dest.is_file():
+            print(f"missing  {entry.engine}/{entry.filename} ({dest})")
+            continue
+        checked += 1
+        problem = check_file(entry, dest) or verify_loadable(entry.engine, dest)
+        bad += bool(problem)
+        print(f"{'BAD' if problem else 'OK':<8} {entry.engine}/{entry.filename} ({dest})" + (f": {problem}" if problem else ""))
+    return 1 if bad or (args.engine and not checked) else 0
+
+
+def add_models_command(commands) -> None:
+    models = commands.add_parser("models", help="list, download and verify the neural engines' checkpoints")
+    actions = models.add_subparsers(dest="models_action", required=True)
+    engine_help = f"only this engine's files (repeatable): {', '.join(ENGINES)}"
+
+    listing = actions.add_parser("list", help="every checkpoint, where it goes, whether it is there")
+    listing.add_argument("--engine", action="append", choices=ENGINES, help=engine_help)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=run_list)
+
+    fetch = actions.add_parser("download", help="download (resuming partial files) and check checkpoints")
+    fetch.add_argument("--engine", action="append", choices=ENGINES, help=engine_help)
+    fetch.add_argument("--force", action="store_true", help="download again even when the file is there")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fetch.set_defaults(handler=run_download)
+
+    verify = actions.add_parser("verify", help="check sizes and hashes; load Wav2Lip checkpoints strictly")
+    verify.add_argument("--engine", action="append", choices=ENGINES, help=engine_help)
+    verify.add_argument("--checkpoint", help="check this file instead of the catalogued ones")
+    verify.set_defaults(handler=run_verify)
