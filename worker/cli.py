@@ -13,6 +13,10 @@ from .logs import configure_logging
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if getattr(args, "wav2lip", False):
+        from .bench_wav2lip import run_wav2lip_bench
+
+        return run_wav2lip_bench(args)
     if getattr(args, "worker", False):
         from .bench_worker import run_worker_bench
 
@@ -91,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=2, help="renders per size; the fastest is reported")
     bench.add_argument("--worker", action="store_true",
                        help="measure the Kafka worker path instead: jobs/s and latency added over a direct render")
+    bench.add_argument("--wav2lip", action="store_true",
+                       help="measure the Wav2Lip engine instead (random weights): model frames/s at batch 1/32/128, "
+                            "end-to-end 512x512 render")
     bench.set_defaults(handler=_bench)
     add_kafka_commands(commands)
     from trt_build.cli import add_trt_build_command

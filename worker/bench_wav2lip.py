@@ -1,0 +1,118 @@
+"""`avatar-renderer bench --wav2lip`: the Wav2Lip engine's speed with random weights in upstream's format.
+
+- model: frames/s of the generator alone at batch 1, 32 and 128 (torch on this machine's device; TensorRT
+  FP16 too when a GPU, the tensorrt package and a built engine for the checkpoint are present);
+- end to end: a --seconds clip of the bundled speech rendered at 512x512 through the whole render path
+  (load, Face Mesh, mel features, base frames, inference, paste-back, H.264 + AAC), once over still frames
+  and once over the built-in engine's frames (blinks, head motion), after a warm-up render.
+Random weights cost exactly what the real ones do: same layers, same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engines.media_audio import load_audio, write_wav
+from engines.pipeline import RenderRequest, render
+
+SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
+BATCHES = (1, 32, 128)
+
+
+def random_checkpoint(path: Path) -> Path:
+    """A randomly initialised Wav2Lip saved the way upstream saves one."""
+    import torch
+
+    from engines.wav2lip.model import Wav2Lip
+
+    torch.manual_seed(0)
+    torch.save({"state_dict": Wav2Lip().state_dict(), "global_step": 0, "global_epoch": 0}, path)
+    return path
+
+
+def model_speed(runner, batches=BATCHES, min_seconds: float = 2.0) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    result = {}
+    for batch in batches:
+        mel = rng.uniform(-4, 4, (batch, 1, 80, 16)).astype(np.float32)
+        faces = rng.uniform(0, 1, (batch, 6, 96, 96)).astype(np.float32)
+        runner(mel, faces)  # warm-up
+        frames, started = 0, time.perf_counter()
+        while frames == 0 or time.perf_counter() - started < min_seconds:
+            runner(mel, faces)
+            frames += batch
+        result[str(batch)] = round(frames / (time.perf_counter() - started), 1)
+    return result
+
+
+def end_to_end(checkpoint: Path, seconds: float, size: int, workdir: Path) -> dict:
+    audio_path = write_wav(workdir / "clip.wav", load_audio(SAMPLES / "speech.wav").trimmed(seconds).samples)
+    figures = {}
+    previous = {k: os.environ.get(k) for k in ("WAV2LIP_CKPT", "WAV2LIP_BASE")}
+    os.environ["WAV2LIP_CKPT"] = str(checkpoint)
+    try:
+        for base in ("still", "landmark-warp"):
+            os.environ["WAV2LIP_BASE"] = base
+            request = RenderRequest(face_path=SAMPLES / "portrait.jpg", audio_path=audio_path,
+                                    out_path=workdir / f"{base}.mp4", engine="wav2lip", size=size)
+            render(request)  # warm-up: model load, Face Mesh graph
+            result = render(request)
+            figures[base] = {
+                "render_seconds": result.render_seconds, "frames": result.frames,
+                "frames_per_second": round(result.frames / result.render_seconds, 1),
+                "real_time_factor": round(result.render_seconds / result.audio_seconds, 3),
+                "engine_seconds": result.frames_seconds, "encode_seconds": result.encode_seconds,
+                "first_frame_seconds": result.first_frame_seconds,
+            }
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return figures
+
+
+def run_wav2lip_bench(args) -> int:
+    import torch
+
+    from engines.hardware import detect
+    from engines.wav2lip.checkpoint import load_wav2lip
+    from engines.wav2lip.runtime import TorchRunner, torch_device
+
+    hardware = detect()
+    seconds = float(getattr(args, "seconds", 10.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        checkpoint = random_checkpoint(workdir / "wav2lip_gan.pth")
+        device = torch_device(hardware.cuda)
+        report = {
+            "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                        "platform": platform.platform(), "device": device,
+                        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None},
+            "weights": "random, upstream checkpoint format",
+            "model_frames_per_second": {f"torch-{device}": model_speed(TorchRunner(load_wav2lip(checkpoint), device))},
+        }
+        if hardware.cuda and hardware.tensorrt:
+            from trt_build.cache import find_engine
+            from trt_build.runtime import TensorRTRunner
+
+            engine = find_engine(checkpoint)
+            report["model_frames_per_second"]["tensorrt-fp16"] = (
+                model_speed(TensorRTRunner(engine)) if engine else "no engine built (run avatar-renderer trt-build)")
+        report[f"end_to_end_{seconds:g}s_512"] = end_to_end(checkpoint, seconds, 512, workdir)
+    text = json.dumps(report, indent=2)
+    out = Path(getattr(args, "out", None) or "out/bench_wav2lip.json")
+    if out == Path("out/bench.json"):  # bench's default belongs to the built-in engine's figures
+        out = Path("out/bench_wav2lip.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+    return 0
