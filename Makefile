@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test bench clean download-models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install
 ## The test suite (what .ci/run runs).
 test: install-test
 	$(BIN)/python -m pytest -q
+
+## Neural checkpoints into MODEL_ROOT (see README "Neural engines"); needs network access to their hosts.
+download-models: install
+	$(BIN)/avatar-renderer models download
 
 bench: install
 	$(BIN)/avatar-renderer bench --out $(OUT)/bench.json
