@@ -36,10 +36,13 @@ class EncodeProfile:
 
 
 PROFILES = {
-    # Average bitrate with a VBV cap: a steady 2 Mbps stream, fastest preset.
+    # Average bitrate with a VBV cap: a steady 2 Mbps stream, fastest preset. One x264 thread: with frame
+    # threads, VBV rate control sees the sizes of frames still in flight, so two encodes of the same frames
+    # differed; single-threaded, a redelivered job writes the same bytes (same sha256 in its completion).
+    # The encoder was no slower in `bench` on 2 cores, where rendering keeps the other core busy.
     "real_time": EncodeProfile(
         bit_rate=2_000_000,
-        x264_options={"preset": "ultrafast", "maxrate": "2000k", "bufsize": "2000k"},
+        x264_options={"preset": "ultrafast", "maxrate": "2000k", "bufsize": "2000k", "threads": "1"},
         nvenc_options={"preset": "p1", "tune": "ll", "rc": "cbr"},
     ),
     # Constant quality 18, capped near 6 Mbps.
