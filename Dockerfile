@@ -10,7 +10,9 @@ COPY worker worker
 COPY trt_build trt_build
 COPY schemas schemas
 RUN pip install --no-cache-dir .
+# Owned by the runtime user, so the uploads volume (shared by gateway and workers) starts writable.
+RUN mkdir -p /uploads && chown nobody /uploads
 ENV LOG_LEVEL=INFO METRICS_PORT=9108 WORK_DIR=/tmp/avatar-worker
-EXPOSE 9108
+EXPOSE 9108 8080
 USER nobody
 CMD ["avatar-renderer", "worker"]

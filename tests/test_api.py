@@ -18,6 +18,7 @@ from tests.media_fixtures import PORTRAIT, speech_samples
 from worker.api import create_app
 from worker.jobs_backend import InProcessBackend
 from worker.security import SecurityPolicy
+from worker.uploads import UPLOAD_FOLDER
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,7 @@ def test_multipart_upload(api: httpx.Client, inputs: Path, policy: SecurityPolic
     assert_playable(status["output"], 1.1)
     saved = sorted(p.name for p in policy.upload_dir.rglob("*") if p.is_file())
     assert "avatar.jpeg" in saved and "audio.wav" in saved  # named by content, not by the client's names
+    assert all(UPLOAD_FOLDER.match(p.parent.name) for p in policy.upload_dir.rglob("*") if p.is_file())  # sweepable
 
 
 def test_a_render_failure_is_reported_with_its_reason(api: httpx.Client, inputs: Path) -> None:

@@ -21,7 +21,7 @@ SERVICES = COMPOSE["services"]
 
 
 def test_services_and_references():
-    assert {"kafka", "kafka-init", "worker", "prometheus", "grafana", "minio", "minio-init"} <= set(SERVICES)
+    assert {"kafka", "kafka-init", "worker", "api", "prometheus", "grafana", "minio", "minio-init"} <= set(SERVICES)
     for name, service in SERVICES.items():
         for dependency in service.get("depends_on", {}):
             assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
@@ -57,6 +57,29 @@ def test_worker_env_is_valid_settings_and_matches_scrape_config():
     scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     sd = scrape["scrape_configs"][0]["dns_sd_configs"][0]
     assert sd["names"] == ["worker"] and sd["port"] == settings.metrics_port
+
+
+def test_gateway_publishes_where_workers_consume_and_shares_their_uploads():
+    from worker.security import SecurityPolicy
+
+    api, worker = SERVICES["api"], SERVICES["worker"]
+    api_env = {k: str(v) for k, v in api["environment"].items()}
+    worker_env = {k: str(v) for k, v in worker["environment"].items()}
+    assert api["image"] == worker["image"] and "--backend" in api["command"] and "kafka" in api["command"]
+    for key in ("KAFKA_BOOTSTRAP_SERVERS", "OUTPUT_URI", "S3_ENDPOINT_URL", "UPLOAD_DIR", "ALLOWED_INPUT_ROOTS"):
+        assert api_env[key] == worker_env[key], key  # same topics, same output names, same readable files
+    policy = SecurityPolicy.from_env(api_env)
+    assert policy.upload_retention_seconds > 0
+
+    def mounts(service):
+        return {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    upload_dir = api_env["UPLOAD_DIR"]
+    assert mounts(api)[upload_dir] == mounts(worker)[upload_dir] in COMPOSE["volumes"]
+    port = int(api["command"][api["command"].index("--port") + 1])
+    assert f"{port}:{port}" in api["ports"]
+    scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for c in job.get("static_configs", []) for t in c["targets"]]
+    assert f"api:{port}" in targets
 
 
 def test_grafana_dashboard_queries_metrics_the_worker_exports():

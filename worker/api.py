@@ -7,11 +7,13 @@ job to a JobBackend (Kafka, or in-process when no broker is configured) and repo
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import shutil
 import time
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +31,8 @@ from engines.pipeline import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE
 
 from .engine_catalog import engine_catalog
 from .jobs_backend import BackendUnavailable, JobBackend, JobSpec, requested_mode
-from .security import AUDIO, IMAGE, InputTooLarge, SecurityPolicy, check_content, check_reference
+from .security import AUDIO, IMAGE, SecurityPolicy, check_reference
+from .uploads import UploadSweeper, save_upload
 
 REQUESTS = Counter("avatar_api_requests_total", "REST gateway requests", ["route", "method", "status"])
 LATENCY = Histogram("avatar_api_request_duration_seconds", "REST gateway request latency", ["route", "method"])
@@ -41,7 +44,6 @@ STATUS_BY_CODE = {
     "path_not_allowed": 403, "url_not_allowed": 403, "input_too_large": 413, "unsupported_format": 415,
 }
 QualityMode = Literal["auto", "real_time", "high_quality"]
-UPLOAD_CHUNK = 1 << 20
 
 
 class RenderBody(BaseModel):
@@ -107,8 +109,18 @@ def _refusal(code: str, message: str, status: int | None = None) -> JSONResponse
 
 
 def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[str] = frozenset()) -> FastAPI:
+    sweeper = UploadSweeper(policy.upload_dir, policy.upload_retention_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        sweeping = asyncio.create_task(sweeper.run())
+        try:
+            yield
+        finally:
+            sweeping.cancel()
+
     app = FastAPI(
-        title="Avatar Renderer", version="1.0",
+        title="Avatar Renderer", version="1.0", lifespan=lifespan,
         description="Portrait + speech -> lip-synced talking-head MP4. Submit a job, then poll its status.",
     )
     app.state.backend, app.state.policy = backend, policy
@@ -192,8 +204,8 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
         """Queue a render of an uploaded portrait and speech file (saved in the server's upload folder)."""
         folder = policy.upload_dir / uuid.uuid4().hex
         try:
-            face = _save_upload(avatar, folder / "avatar", IMAGE, policy)
-            speech = _save_upload(audio, folder / "audio", AUDIO, policy)
+            face = save_upload(avatar.file, folder / "avatar", IMAGE, policy, _upload_label(avatar))
+            speech = save_upload(audio.file, folder / "audio", AUDIO, policy, _upload_label(audio))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -232,22 +244,8 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
     return app
 
 
-def _save_upload(upload: UploadFile, stem: Path, kind: str, policy: SecurityPolicy) -> Path:
-    """Copy an upload into the upload folder within the byte limit, then recognise its format by content."""
-    limit = policy.max_bytes(kind)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    received = 0
-    with open(stem, "wb") as out:
-        while chunk := upload.file.read(UPLOAD_CHUNK):
-            received += len(chunk)
-            if received > limit:
-                raise InputTooLarge(f"The uploaded {kind} is over the {limit:,}-byte limit.")
-            out.write(chunk)
-    label = f"upload {upload.filename!r}" if upload.filename else "upload"
-    fmt = check_content(stem, kind, policy, label=label)
-    final = stem.with_suffix("." + fmt)
-    stem.rename(final)
-    return final
+def _upload_label(upload: UploadFile) -> str:
+    return f"upload {upload.filename!r}" if upload.filename else "upload"
 
 
 class BodyLimit:

@@ -29,6 +29,7 @@ from engines.settings import SettingsError
 IMAGE, AUDIO = "image", "audio"
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 100 * 1024 * 1024
+DEFAULT_UPLOAD_RETENTION_SECONDS = 24 * 3600
 SNIFF_BYTES = 64
 
 
@@ -57,16 +58,16 @@ class FetchFailed(InputError):
     retryable = True
 
 
-def _int_env(env: dict[str, str], name: str, default: int) -> int:
+def _int_env(env: dict[str, str], name: str, default: int, unit: str = "bytes", minimum: int = 1) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r} is not a whole number of bytes.") from exc
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, got {value}.")
+        raise SettingsError(f"{name}={raw!r} is not a whole number of {unit}.") from exc
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
     return value
 
 
@@ -80,6 +81,7 @@ class SecurityPolicy:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
     fetch_timeout: float = 20.0
+    upload_retention_seconds: int = DEFAULT_UPLOAD_RETENTION_SECONDS  # 0: keep uploads forever
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "SecurityPolicy":
@@ -96,6 +98,8 @@ class SecurityPolicy:
             allowed_url_hosts=hosts,
             max_image_bytes=_int_env(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
             max_audio_bytes=_int_env(env, "MAX_AUDIO_BYTES", DEFAULT_MAX_AUDIO_BYTES),
+            upload_retention_seconds=_int_env(env, "UPLOAD_RETENTION_SECONDS", DEFAULT_UPLOAD_RETENTION_SECONDS,
+                                              unit="seconds", minimum=0),
         )
 
     def max_bytes(self, kind: str) -> int:
