@@ -98,11 +98,11 @@ def resolve(
     reasons = [e.availability(settings, hardware).reason for e in neural_rt]
     if mode == "auto":
         reasons.insert(0, "high_quality needs " + ("; ".join(hq_missing) or "an engine this build lacks"))
-    why = (
-        f"using the built-in weightless engine {builtin.name}: "
-        + ("; ".join(reasons) if reasons else "no neural real_time engine in this build")
-        + ". Run `avatar-renderer models download` to get the neural models."
-    )
+    why = f"using the built-in weightless engine {builtin.name}: " + (
+        "; ".join(r.rstrip(".") for r in reasons) if reasons else "no neural real_time engine in this build")
+    if "models download" not in why:  # an engine's reason may already say how to get its models
+        why += ". Run `avatar-renderer models download` to get the neural models"
+    why += "."
     log.info(why)
     return Resolution(builtin, "real_time", why)
 

@@ -55,6 +55,12 @@ def test_fresh_machine_uses_builtin_and_says_why(tmp_path, caplog):
     assert "landmark-warp" in caplog.text
 
 
+def test_fallback_reason_names_the_download_once_with_the_real_engines(tmp_path):
+    chosen = resolve("auto", None, _settings(tmp_path), CPU)
+    assert chosen.engine.name == "landmark-warp"
+    assert "wav2lip" in chosen.why and chosen.why.count("models download") == 1, chosen.why
+
+
 def test_auto_picks_neural_real_time_when_its_checkpoint_is_there(tmp_path):
     settings = _settings(tmp_path)
     _touch(settings.wav2lip_ckpt)
