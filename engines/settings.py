@@ -13,6 +13,33 @@ class SettingsError(ValueError):
     """A setting has a value the program cannot use; the message names the variable."""
 
 
+def int_env(env: dict[str, str], name: str, default: int, minimum: int = 0, unit: str = "") -> int:
+    """A whole-number setting: `default` when unset or blank, else checked against `minimum`."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number{' of ' + unit if unit else ''}.") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
+    return value
+
+
+def float_env(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number.") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
+    return value
+
+
 def _path_env(env: dict[str, str], name: str, default: Path) -> Path:
     value = env.get(name)
     return Path(value).expanduser() if value else default

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from engines.errors import InputError
-from engines.settings import SettingsError
+from engines.settings import int_env
 
 IMAGE, AUDIO = "image", "audio"
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -58,19 +58,6 @@ class FetchFailed(InputError):
     retryable = True
 
 
-def _int_env(env: dict[str, str], name: str, default: int, unit: str = "bytes", minimum: int = 1) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r} is not a whole number of {unit}.") from exc
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
-    return value
-
-
 @dataclass(frozen=True)
 class SecurityPolicy:
     """Where inputs may come from and how big they may be (from the environment, see README)."""
@@ -96,10 +83,10 @@ class SecurityPolicy:
             allowed_roots=tuple(roots),
             upload_dir=upload_dir,
             allowed_url_hosts=hosts,
-            max_image_bytes=_int_env(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
-            max_audio_bytes=_int_env(env, "MAX_AUDIO_BYTES", DEFAULT_MAX_AUDIO_BYTES),
-            upload_retention_seconds=_int_env(env, "UPLOAD_RETENTION_SECONDS", DEFAULT_UPLOAD_RETENTION_SECONDS,
-                                              unit="seconds", minimum=0),
+            max_image_bytes=int_env(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES, minimum=1, unit="bytes"),
+            max_audio_bytes=int_env(env, "MAX_AUDIO_BYTES", DEFAULT_MAX_AUDIO_BYTES, minimum=1, unit="bytes"),
+            upload_retention_seconds=int_env(env, "UPLOAD_RETENTION_SECONDS", DEFAULT_UPLOAD_RETENTION_SECONDS,
+                                             unit="seconds"),
         )
 
     def max_bytes(self, kind: str) -> int:

@@ -7,35 +7,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.settings import ModelSettings, SettingsError
+from engines.settings import ModelSettings, SettingsError, float_env, int_env
 
 from .security import SecurityPolicy
-
-
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number.") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
-    return value
-
-
-def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number.") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -92,25 +66,25 @@ class WorkerSettings:
             raise SettingsError(f"OUTPUT_URI={output_uri!r} must start with file:/// or s3://bucket.")
         if output_uri.startswith("s3://") and not output_uri[5:].split("/")[0]:
             raise SettingsError("OUTPUT_URI=s3:// needs a bucket name, e.g. s3://renders/prefix.")
-        backoff = _float(env, "RETRY_BACKOFF_SECONDS", 0.5, 0.0)
-        session_ms = _int(env, "KAFKA_SESSION_TIMEOUT_MS", 10000, 1000)
+        backoff = float_env(env, "RETRY_BACKOFF_SECONDS", 0.5, 0.0)
+        session_ms = int_env(env, "KAFKA_SESSION_TIMEOUT_MS", 10000, 1000)
         return cls(
             bootstrap_servers=bootstrap,
             group_id=env.get("KAFKA_GROUP_ID", "").strip() or "avatar-renderer",
             topics=Topics.from_env(env),
-            concurrency=_int(env, "WORKER_CONCURRENCY", 1, 1),
-            max_attempts=_int(env, "MAX_ATTEMPTS", 3, 1),
+            concurrency=int_env(env, "WORKER_CONCURRENCY", 1, 1),
+            max_attempts=int_env(env, "MAX_ATTEMPTS", 3, 1),
             retry_backoff_seconds=backoff,
-            retry_backoff_max_seconds=_float(env, "RETRY_BACKOFF_MAX_SECONDS", 30.0, backoff),
-            drain_grace_seconds=_float(env, "DRAIN_GRACE_SECONDS", 30.0, 0.0),
+            retry_backoff_max_seconds=float_env(env, "RETRY_BACKOFF_MAX_SECONDS", 30.0, backoff),
+            drain_grace_seconds=float_env(env, "DRAIN_GRACE_SECONDS", 30.0, 0.0),
             session_timeout_ms=session_ms,
-            max_poll_interval_ms=_int(env, "KAFKA_MAX_POLL_INTERVAL_MS", 30000, session_ms),
-            statistics_interval_ms=_int(env, "KAFKA_STATISTICS_INTERVAL_MS", 5000, 0),
+            max_poll_interval_ms=int_env(env, "KAFKA_MAX_POLL_INTERVAL_MS", 30000, session_ms),
+            statistics_interval_ms=int_env(env, "KAFKA_STATISTICS_INTERVAL_MS", 5000, 0),
             output_uri=output_uri.rstrip("/"),
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
             work_dir=Path(env.get("WORK_DIR", "").strip() or Path(os.environ.get("TMPDIR", "/tmp")) / "avatar-worker"),
             metrics_host=env.get("METRICS_HOST", "0.0.0.0").strip(),
-            metrics_port=_int(env, "METRICS_PORT", 9108, 0),
+            metrics_port=int_env(env, "METRICS_PORT", 9108, 0),
             worker_id=env.get("WORKER_ID", "").strip() or f"{socket.gethostname()}:{os.getpid()}",
             warmup=env.get("WORKER_WARMUP", "1").strip() not in ("0", "false", "no"),
             models=ModelSettings.from_env(env),
