@@ -15,26 +15,21 @@ class SettingsError(ValueError):
 
 def int_env(env: dict[str, str], name: str, default: int, minimum: int = 0, unit: str = "") -> int:
     """A whole-number setting: `default` when unset or blank, else checked against `minimum`."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number{' of ' + unit if unit else ''}.") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
-    return value
+    return _number_env(env, name, default, minimum, int, "a whole number" + (f" of {unit}" if unit else ""))
 
 
 def float_env(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    return _number_env(env, name, default, minimum, float, "a number")
+
+
+def _number_env(env: dict[str, str], name: str, default, minimum, parse, described: str):
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number.") from None
+        raise SettingsError(f"{name}={raw!r} is not {described}.") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
     return value
