@@ -17,13 +17,14 @@ install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,neural,onnx]'
 
 ## The main job: embedded broker + worker; the sample portrait + speech submitted as a render request, the
-## completion event printed, everything stopped again (worker/demo.py).
+## completion event printed, everything stopped again (cli/demo.py).
 demo: install
 	@mkdir -p $(OUT)
-	$(BIN)/python -m worker.demo $(OUT)
+	$(BIN)/python -m cli.demo $(OUT)
 
 ## The test suite (what .ci/run runs).
 test: install-test
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 ## Neural checkpoints into MODEL_ROOT (see README "Neural engines"); needs network access to their hosts.

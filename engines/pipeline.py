@@ -1,15 +1,10 @@
-"""The render path shared by every front door: validate -> resolve engine -> load -> frame -> render -> encode.
-
-Also runnable as `python -m engines.pipeline` with the same flags as `avatar-renderer render`.
-"""
+"""The render path shared by every front door: validate -> resolve engine -> load -> frame -> render -> encode."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -122,42 +117,3 @@ def render(
         frames_seconds=round(frames_seconds, 3), encode_seconds=round(encode_seconds, 3),
         first_frame_seconds=round((first_frame_at or finished) - started, 3),
     )
-
-
-def add_render_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--face", required=True, type=Path, help="portrait image (PNG, JPEG or WebP)")
-    parser.add_argument("--audio", required=True, type=Path, help="speech (WAV, MP3, M4A, OGG or FLAC)")
-    parser.add_argument("--out", required=True, type=Path, help="output MP4 path")
-    parser.add_argument("--mode", choices=QUALITY_MODES, default=None,
-                        help="quality mode (default: DEFAULT_QUALITY_MODE or auto)")
-    parser.add_argument("--engine", default=None, help="force one engine by name (see `avatar-renderer models list`)")
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
-
-
-def run_render(args: argparse.Namespace) -> int:
-    request = RenderRequest(
-        face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
-        fps=args.fps, size=args.size, seed=args.seed,
-    )
-    try:
-        result = render(request)
-    except RenderError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2 if isinstance(exc, InputError) else 3
-    print(result.to_json())
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.pipeline", description="Render one talking-head MP4.")
-    add_render_arguments(parser)
-    from worker.logs import configure_logging
-
-    configure_logging()
-    return run_render(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

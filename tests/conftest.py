@@ -23,7 +23,7 @@ CLI = Path(sys.executable).parent / "avatar-renderer"
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """A Tansu broker on a free port for the whole session: its bootstrap address."""
-    from worker.broker import free_port, start_broker
+    from cli.broker import free_port, start_broker
 
     port = free_port()
     log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
@@ -39,7 +39,7 @@ def broker(tmp_path_factory):
 @pytest.fixture
 def topics(broker):
     """Five fresh topics (requests with 3 partitions) so tests never see each other's records."""
-    from worker.broker import create_topics
+    from cli.broker import create_topics
     from worker.settings import Topics
 
     tag = uuid.uuid4().hex[:8]
@@ -95,7 +95,7 @@ class InProcessWorker:
 
     def __init__(self, env: dict[str, str]):
         from worker import metrics
-        from worker.service import Worker
+        from worker.consumer import Worker
         from worker.settings import WorkerSettings
 
         self.settings = WorkerSettings.from_env(env)
@@ -185,7 +185,7 @@ def read_topic(broker: str, topic: str, until=lambda records: False, timeout: fl
     """
     from confluent_kafka import Consumer, TopicPartition
 
-    from worker.events import header_dict
+    from schemas.events import header_dict
 
     consumer = Consumer({"bootstrap.servers": broker, "group.id": f"reader-{uuid.uuid4()}", "enable.auto.commit": False})
     meta = consumer.list_topics(topic, timeout=10).topics[topic]

@@ -15,10 +15,10 @@ from PIL import Image
 from engines.media_audio import OUTPUT_RATE, write_wav
 from tests.http_server import serve
 from tests.media_fixtures import PORTRAIT, speech_samples
-from worker.api import create_app
-from worker.jobs_backend import InProcessBackend
+from gateway.rest import create_app
+from gateway.backends import InProcessBackend
 from worker.security import SecurityPolicy
-from worker.uploads import UPLOAD_FOLDER
+from gateway.uploads import UPLOAD_FOLDER
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from worker.api import create_app
-from worker.jobs_backend import InProcessBackend
+from gateway.rest import create_app
+from gateway.backends import InProcessBackend
 from worker.security import SecurityPolicy
 
 

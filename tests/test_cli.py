@@ -44,10 +44,10 @@ def test_render_prints_one_json_line(tmp_path, short_speech):
 
 
 @pytest.mark.slow
-def test_python_m_engines_pipeline_takes_the_same_flags(tmp_path, short_speech):
+def test_python_m_cli_render_takes_the_same_flags(tmp_path, short_speech):
     out = tmp_path / "m.mp4"
     done = subprocess.run(
-        [sys.executable, "-m", "engines.pipeline", "--face", str(PORTRAIT), "--audio", str(short_speech),
+        [sys.executable, "-m", "cli.render", "--face", str(PORTRAIT), "--audio", str(short_speech),
          "--out", str(out), "--size", "96", "--fps", "20", "--mode", "real_time"],
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent,
     )

@@ -18,8 +18,8 @@ from engines.media_audio import OUTPUT_RATE, write_wav
 from tests.conftest import REPO, worker_env
 from tests.http_server import serve
 from tests.media_fixtures import PORTRAIT, speech_samples
-from worker.api import create_app
-from worker.kafka_backend import KafkaBackend
+from gateway.rest import create_app
+from gateway.kafka_backend import KafkaBackend
 from worker.security import SecurityPolicy
 
 
@@ -92,7 +92,7 @@ def test_rest_gateway_submits_through_kafka_and_reports_the_workers_status(pipel
 
 def test_mcp_server_renders_through_kafka(pipeline, inputs: Path, tmp_path: Path) -> None:
     env, _, _ = pipeline
-    params = StdioServerParameters(command=sys.executable, args=["-m", "worker.cli", "mcp"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "cli.main", "mcp"],
                                    env={**env, "LOG_LEVEL": "WARNING"}, cwd=str(REPO))
 
     async def scenario():
@@ -118,7 +118,7 @@ def test_mcp_server_renders_through_kafka(pipeline, inputs: Path, tmp_path: Path
 
 def test_the_worker_refuses_hostile_inputs_that_bypass_the_gateway(pipeline, inputs: Path, tmp_path: Path) -> None:
     """Requests published straight to the topic (no gateway checks) fail with the same reasons."""
-    from worker.jobs_backend import JobSpec
+    from gateway.backends import JobSpec
 
     _, backend, _ = pipeline
     (tmp_path / "secret.jpg").write_bytes(PORTRAIT.read_bytes())

@@ -29,7 +29,7 @@ def server_params(tmp_path: Path) -> StdioServerParameters:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env.update(ALLOWED_INPUT_ROOTS=str(inputs), OUTPUT_DIR=str(tmp_path / "renders"), UPLOAD_DIR=str(tmp_path / "up"),
                AVATAR_FORCE_CPU="1", LOG_LEVEL="WARNING")
-    return StdioServerParameters(command=sys.executable, args=["-m", "worker.cli", "mcp"], env=env, cwd=str(REPO))
+    return StdioServerParameters(command=sys.executable, args=["-m", "cli.main", "mcp"], env=env, cwd=str(REPO))
 
 
 def run(coro):

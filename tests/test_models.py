@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.models_http import serving
-from worker.cli import main
-from worker.models_catalog import CATALOG
-from worker.models_download import ChecksumMismatch, DownloadError, download
+from cli.main import main
+from cli.models_catalog import CATALOG
+from cli.models_download import ChecksumMismatch, DownloadError, download
 
 BLOB = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
 BLOB_SHA = hashlib.sha256(BLOB).hexdigest()

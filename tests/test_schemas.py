@@ -7,7 +7,7 @@ import json
 import pytest
 
 import schemas
-from worker.events import InvalidEvent, ce_headers, check, parse_request
+from schemas.events import InvalidEvent, ce_headers, check, parse_request
 
 
 @pytest.mark.parametrize("name", schemas.EVENT_TYPES)

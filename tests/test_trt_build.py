@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 
 from engines.wav2lip.runtime import TorchRunner  # noqa: E402
 from tests.wav2lip_fixtures import random_model, save_upstream  # noqa: E402
-from trt_build.cache import engine_filename, engine_path, find_engine  # noqa: E402
+from engines.tensorrt_cache import engine_filename, engine_path, find_engine  # noqa: E402
 from trt_build.onnx_export import example_inputs, export_onnx, onnx_parity, onnx_session  # noqa: E402
 
 torch.set_num_threads(2)
@@ -59,7 +59,7 @@ def test_engine_cache_key_covers_gpu_tensorrt_and_weights(tmp_path):
 
 
 def test_cli_exports_and_checks_onnx_without_a_gpu(tmp_path, capsys, monkeypatch):
-    from worker.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("AVATAR_FORCE_CPU", "1")
     from engines.hardware import detect
@@ -95,7 +95,7 @@ def test_runtime_falls_back_to_torch_without_gpu(tmp_path):
 def test_tensorrt_fp16_engine_matches_torch_and_is_faster(model, onnx_file, tmp_path, monkeypatch):
     pytest.importorskip("tensorrt")
     from trt_build.build import build_engine
-    from trt_build.runtime import TensorRTRunner
+    from engines.tensorrt_runner import TensorRTRunner
 
     engine_file = build_engine(onnx_file, tmp_path / "w.engine", max_batch=128, opt_batch=32)
     trt_runner = TensorRTRunner(engine_file)

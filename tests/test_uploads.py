@@ -12,10 +12,10 @@ import pytest
 
 from engines.settings import SettingsError
 from tests.http_server import serve
-from worker.api import create_app
-from worker.jobs_backend import InProcessBackend
+from gateway.rest import create_app
+from gateway.backends import InProcessBackend
 from worker.security import SecurityPolicy
-from worker.uploads import UploadSweeper
+from gateway.uploads import UploadSweeper
 
 
 def upload_folder(upload_dir: Path, age_seconds: float, name: str | None = None) -> Path:

@@ -10,8 +10,8 @@ pytest.importorskip("torch")
 
 
 def test_wav2lip_bench_writes_model_and_end_to_end_figures(tmp_path, monkeypatch, capsys):
-    import worker.bench_wav2lip as bench
-    from worker.cli import main
+    import cli.bench_wav2lip as bench
+    from cli.main import main
 
     monkeypatch.setattr(bench, "BATCHES", (1, 2))
     original = bench.model_speed

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import job_ids_in, read_topic, worker_env
-from worker.submit import build_request, publish
+from cli.submit import build_request, publish
 
 pytestmark = pytest.mark.slow
 

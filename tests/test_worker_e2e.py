@@ -15,7 +15,7 @@ import av
 import pytest
 
 from conftest import job_ids_in, read_topic, worker_env
-from worker.submit import build_request, publish
+from cli.submit import build_request, publish
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -27,7 +27,7 @@ def gpu_ready() -> str:
 def run_trt_build(args: argparse.Namespace) -> int:
     from engines.wav2lip.checkpoint import CheckpointError, load_wav2lip
 
-    from .cache import cache_dir, checkpoint_sha256, engine_path
+    from engines.tensorrt_cache import cache_dir, checkpoint_sha256, engine_path
     from .onnx_export import export_onnx, onnx_parity
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else ModelSettings.from_env().wav2lip_ckpt

@@ -62,11 +62,11 @@ def _build_runner(checkpoint: Path, cuda: bool, tensorrt: bool, backend: str):
     from .checkpoint import CheckpointError, load_wav2lip
 
     if backend in ("auto", "tensorrt") and cuda and tensorrt:
-        from trt_build.cache import find_engine
+        from engines.tensorrt_cache import find_engine
 
         engine_path = find_engine(checkpoint)
         if engine_path is not None:
-            from trt_build.runtime import TensorRTRunner
+            from engines.tensorrt_runner import TensorRTRunner
 
             log.info("wav2lip: TensorRT engine %s", engine_path)
             return TensorRTRunner(engine_path)

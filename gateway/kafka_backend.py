@@ -17,12 +17,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from . import events
+from schemas import events
 from engines.pipeline import InvalidParameter
 
-from .jobs_backend import BackendUnavailable, JobSpec, requested_mode
-from .settings import Topics, WorkerSettings
-from .storage import open_storage
+from .backends import BackendUnavailable, JobSpec, requested_mode
+from worker.settings import Topics, WorkerSettings
+from worker.storage import open_storage
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import argparse
 import os
 import sys
 
-from engines.pipeline import add_render_arguments, run_render
+from .render import add_render_arguments, run_render
 from engines.settings import SettingsError
 
-from .logs import configure_logging
+from worker.logs import configure_logging
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from .runner import run_worker
+    from worker.main import run_worker
 
     return run_worker(args)
 
@@ -68,13 +68,13 @@ def add_kafka_commands(commands) -> None:
 
 
 def _api(args: argparse.Namespace) -> int:
-    from .api import run_api
+    from gateway.rest import run_api
 
     return run_api(args)
 
 
 def _mcp(args: argparse.Namespace) -> int:
-    from .mcp_server import run_mcp
+    from gateway.mcp import run_mcp
 
     return run_mcp(args)
 

@@ -36,8 +36,8 @@ def run_worker_bench(args) -> int:
     from engines.pipeline import RenderRequest, render
 
     from .broker import create_topics, free_port, start_broker
-    from .service import Worker
-    from .settings import Topics, WorkerSettings
+    from worker.consumer import Worker
+    from worker.settings import Topics, WorkerSettings
     from .submit import ResultWatcher, build_request, publish
 
     with tempfile.TemporaryDirectory(prefix="avatar-bench-worker-") as tmp:

@@ -9,8 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .events import ce_headers, encode, header_dict, now_iso
-from .settings import Topics
+from schemas.events import ce_headers, encode, header_dict, now_iso
+from worker.settings import Topics
 
 
 def build_request(face: str, audio: str, mode: str | None = None, **extra) -> dict:

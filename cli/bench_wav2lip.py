@@ -101,8 +101,8 @@ def run_wav2lip_bench(args) -> int:
             "model_frames_per_second": {f"torch-{device}": model_speed(TorchRunner(load_wav2lip(checkpoint), device))},
         }
         if hardware.cuda and hardware.tensorrt:
-            from trt_build.cache import find_engine
-            from trt_build.runtime import TensorRTRunner
+            from engines.tensorrt_cache import find_engine
+            from engines.tensorrt_runner import TensorRTRunner
 
             engine = find_engine(checkpoint)
             report["model_frames_per_second"]["tensorrt-fp16"] = (

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .broker import create_topics, free_port, start_broker
-from .settings import Topics
+from worker.settings import Topics
 from .submit import ResultWatcher, build_request, publish
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def main(out_dir: str = "out") -> int:
                "OUTPUT_URI": (out / "renders").as_uri(), "METRICS_PORT": "0", "METRICS_HOST": "127.0.0.1",
                "KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_MAX_POLL_INTERVAL_MS": "10000"}
         log_path = out / "demo-worker.log"
-        worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], env=env, cwd=REPO,
+        worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env, cwd=REPO,
                                   stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
         print(f"worker: pid {worker.pid}, JSON logs in {log_path}", flush=True)
         watcher = ResultWatcher(bootstrap, topics)

@@ -36,7 +36,7 @@ def run_worker(args) -> int:
     settings = WorkerSettings.from_env()
     if getattr(args, "concurrency", None):
         settings = settings.__class__(**{**settings.__dict__, "concurrency": args.concurrency})
-    from .service import Worker
+    from .consumer import Worker
 
     worker = Worker(settings)
     server = metrics.serve(settings.metrics_host, settings.metrics_port, worker.health)

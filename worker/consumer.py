@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from . import metrics
-from .events import ce_headers, encode, now_iso
-from .jobs import Outcome, run_job
+from schemas.events import ce_headers, encode, now_iso
+from .job_step import Outcome, run_job
 from .settings import WorkerSettings
 from .storage import open_storage
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .settings import Topics
+from worker.settings import Topics
 
 log = logging.getLogger(__name__)
 

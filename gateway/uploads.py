@@ -19,7 +19,7 @@ from typing import BinaryIO, Callable
 
 from prometheus_client import Counter
 
-from .security import InputTooLarge, SecurityPolicy, check_content
+from worker.security import InputTooLarge, SecurityPolicy, check_content
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """One render job, from the request record to an outcome: validate, deadline, fetch, render, store, retry.
 
-Runs on a worker thread; it publishes nothing itself. The consumer loop (worker/service.py) turns the
+Runs on a worker thread; it publishes nothing itself. The consumer loop (worker/consumer.py) turns the
 Outcome into events and stores the offset once they are acknowledged.
 """
 
@@ -21,7 +21,7 @@ from engines.errors import RenderError
 from engines.pipeline import RenderRequest, render
 
 from . import metrics
-from .events import InvalidEvent, RenderRequested, now_iso, parse_request
+from schemas.events import InvalidEvent, RenderRequested, now_iso, parse_request
 from .inputs import AUDIO, IMAGE, fetch_input
 from .logs import current_job_id
 from .settings import WorkerSettings

@@ -3,7 +3,7 @@
 Two backends share one small interface:
 - InProcessBackend renders with engines.pipeline.render on a thread pool and keeps statuses in memory. It is
   what `avatar-renderer mcp` and `avatar-renderer api` use when no broker is configured.
-- KafkaBackend (worker/kafka_backend.py) publishes render.requested.v1 events and follows the status topic.
+- KafkaBackend (gateway/kafka_backend.py) publishes render.requested.v1 events and follows the status topic.
 
 A status is a plain dict, the same shape from both: jobId, state (queued|running|succeeded|failed), output,
 qualityMode, and when known engine, mode, timings {...}, error {code, message, retryable}, updatedAt.
@@ -25,9 +25,9 @@ from typing import Any, Protocol
 from engines.errors import RenderError
 from engines.pipeline import RenderRequest, render
 
-from .inputs import fetch_input
-from .logs import current_job_id
-from .security import AUDIO, IMAGE, SecurityPolicy
+from worker.inputs import fetch_input
+from worker.logs import current_job_id
+from worker.security import AUDIO, IMAGE, SecurityPolicy
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class InProcessBackend:
 
     def __init__(self, policy: SecurityPolicy, output: Path | str, workers: int = 1, s3_endpoint_url: str | None = None):
         """output: a directory, or an output URI (file:///dir or s3://bucket/prefix) as the worker takes it."""
-        from .storage import open_storage
+        from worker.storage import open_storage
 
         self.policy = policy
         self.s3_endpoint_url = s3_endpoint_url

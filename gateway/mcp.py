@@ -17,8 +17,8 @@ from engines.errors import InputError
 from engines.pipeline import InvalidParameter, RenderRequest, validate
 
 from .engine_catalog import engine_catalog
-from .jobs_backend import BackendUnavailable, JobBackend, JobSpec, backend_from_env
-from .security import AUDIO, IMAGE, SecurityPolicy, check_reference
+from .backends import BackendUnavailable, JobBackend, JobSpec, backend_from_env
+from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 
 INSTRUCTIONS = (
     "Renders a lip-synced talking-head MP4 from a portrait image and a speech recording. Call render_avatar "

@@ -30,8 +30,8 @@ from engines.errors import InputError
 from engines.pipeline import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE
 
 from .engine_catalog import engine_catalog
-from .jobs_backend import BackendUnavailable, JobBackend, JobSpec, requested_mode
-from .security import AUDIO, IMAGE, SecurityPolicy, check_reference
+from .backends import BackendUnavailable, JobBackend, JobSpec, requested_mode
+from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 from .uploads import UploadSweeper, save_upload
 
 REQUESTS = Counter("avatar_api_requests_total", "REST gateway requests", ["route", "method", "status"])
@@ -304,7 +304,7 @@ def run_api(args: Any) -> int:
     """`avatar-renderer api`: serve the gateway with uvicorn until interrupted."""
     import uvicorn
 
-    from .jobs_backend import backend_from_env
+    from .backends import backend_from_env
 
     policy = SecurityPolicy.from_env()
     backend = backend_from_env(policy, args.backend)

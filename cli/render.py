@@ -1,0 +1,49 @@
+"""`avatar-renderer render`: one MP4 from a portrait and a speech file, as one JSON line (or one error sentence)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engines.errors import InputError, RenderError
+from engines.pipeline import RenderRequest, render
+from engines.settings import QUALITY_MODES
+from worker.logs import configure_logging
+
+
+def add_render_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--face", required=True, type=Path, help="portrait image (PNG, JPEG or WebP)")
+    parser.add_argument("--audio", required=True, type=Path, help="speech (WAV, MP3, M4A, OGG or FLAC)")
+    parser.add_argument("--out", required=True, type=Path, help="output MP4 path")
+    parser.add_argument("--mode", choices=QUALITY_MODES, default=None,
+                        help="quality mode (default: DEFAULT_QUALITY_MODE or auto)")
+    parser.add_argument("--engine", default=None, help="force one engine by name (see `avatar-renderer models list`)")
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
+
+
+def run_render(args: argparse.Namespace) -> int:
+    request = RenderRequest(
+        face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
+        fps=args.fps, size=args.size, seed=args.seed,
+    )
+    try:
+        result = render(request)
+    except RenderError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 3
+    print(result.to_json())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cli.render", description="Render one talking-head MP4.")
+    add_render_arguments(parser)
+    configure_logging()
+    return run_render(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
