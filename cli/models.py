@@ -95,7 +95,7 @@ def verify_loadable(engine: str, path: Path) -> str:
     """Load-check what this build can load (Wav2Lip, strictly); empty when fine."""
     if engine != "wav2lip":
         return ""
-    from engines.errors import EngineUnavailable
+    from schemas.errors import EngineUnavailable
 
     try:
         from engines.wav2lip.checkpoint import load_wav2lip

@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from schemas.errors import DownloadError
 
 CHUNK = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    pass
 
 
 class ChecksumMismatch(DownloadError):

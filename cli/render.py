@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engines.errors import InputError, RenderError
+from schemas.errors import InputError, RenderError
 from engines.pipeline import RenderRequest, render
 from engines.settings import QUALITY_MODES
 from worker.logs import configure_logging

@@ -16,7 +16,7 @@ import av
 import cv2
 import numpy as np
 
-from .errors import EncodeError
+from schemas.errors import EncodeError
 from .media_audio import OUTPUT_RATE, Audio
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import NoFaceFound
+from schemas.errors import NoFaceFound
 
 # mediapipe 0.10.14 calls a protobuf API that warns on every graph run; the warning is not ours to fix.
 warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)

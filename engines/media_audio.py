@@ -10,7 +10,7 @@ import av
 import numpy as np
 from scipy.signal import resample_poly
 
-from .errors import AudioTooLong, EmptyAudio, NotAudio, SilentAudio, UnreadableInput
+from schemas.errors import AudioTooLong, EmptyAudio, NotAudio, SilentAudio, UnreadableInput
 
 OUTPUT_RATE = 48_000
 ANALYSIS_RATE = 16_000

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageTooLarge, NotAnImage, UnreadableInput
+from schemas.errors import ImageTooLarge, NotAnImage, UnreadableInput
 
 # Formats are recognised from the file's bytes, never from its extension.
 ALLOWED_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")

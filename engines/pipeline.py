@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .base import EngineJob
 from .encoder import Mp4Writer
-from .errors import InputError, RenderError
+from schemas.errors import InputError, InvalidParameter, RenderError
 from .face import frame_portrait
 from .hardware import Hardware, detect
 from .media_audio import load_audio
@@ -56,10 +56,6 @@ class RenderResult:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-
-class InvalidParameter(InputError):
-    code = "invalid_parameter"
 
 
 def validate(request: RenderRequest) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import Engine
-from .errors import EngineUnavailable
+from schemas.errors import EngineUnavailable
 from .hardware import Hardware
 from .settings import QUALITY_MODES, ModelSettings
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from schemas.errors import SettingsError
 
 QUALITY_MODES = ("auto", "real_time", "high_quality")
-
-
-class SettingsError(ValueError):
-    """A setting has a value the program cannot use; the message names the variable."""
 
 
 def int_env(env: dict[str, str], name: str, default: int, minimum: int = 0, unit: str = "") -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from engines.errors import RenderError
+from schemas.errors import BackendUnavailable, RenderError
 from engines.pipeline import RenderRequest, render
 
 from worker.inputs import fetch_input
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 STATES = ("queued", "running", "succeeded", "failed")
 # Idempotency keys map to job ids deterministically, so a retried submission names the same job and output.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c5a59-2b0e-4d0e-9a53-5f0b8c6f6b11")
-
-
-class BackendUnavailable(RuntimeError):
-    """The job queue cannot take the job now (broker unreachable); the front door answers 503."""
 
 
 def requested_mode(spec: "JobSpec") -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas import events
+from schemas.errors import InvalidEvent
 from engines.pipeline import InvalidParameter
 
 from .backends import BackendUnavailable, JobSpec, requested_mode
@@ -83,7 +84,7 @@ class KafkaBackend:
         try:
             request_value = events.encode("render.requested.v1", payload)
             status_value = events.encode("render.status.v1", status)
-        except events.InvalidEvent as exc:  # e.g. a resolved file:// URI longer than the schema allows
+        except InvalidEvent as exc:  # e.g. a resolved file:// URI longer than the schema allows
             raise InvalidParameter(f"The request cannot be published: {exc.message}.") from exc
         self._producer.produce(self.topics.status, key=spec.job_id, value=status_value,
                                headers=events.ce_headers("render.status.v1", spec.job_id), on_delivery=delivered)

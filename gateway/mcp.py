@@ -13,7 +13,7 @@ from typing import Any, Literal
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 
-from engines.errors import InputError
+from schemas.errors import InputError
 from engines.pipeline import InvalidParameter, RenderRequest, validate
 
 from .engine_catalog import engine_catalog

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from engines.errors import InputError
+from schemas.errors import InputError
 from engines.pipeline import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE
 
 from .engine_catalog import engine_catalog

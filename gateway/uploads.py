@@ -19,7 +19,8 @@ from typing import BinaryIO, Callable
 
 from prometheus_client import Counter
 
-from worker.security import InputTooLarge, SecurityPolicy, check_content
+from schemas.errors import InputTooLarge
+from worker.security import SecurityPolicy, check_content
 
 log = logging.getLogger(__name__)
 

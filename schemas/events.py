@@ -15,20 +15,11 @@ from datetime import datetime, timezone
 import jsonschema
 
 import schemas
+from schemas.errors import InvalidEvent, MalformedJson
 
 SPEC_VERSION = "1.0"
 CE_SOURCE = f"avatar-renderer/{socket.gethostname()}"
 ALIASES = {"avatarPath": "avatarUri", "audioPath": "audioUri"}
-
-
-class InvalidEvent(ValueError):
-    """A record that is not a valid event: `code` says which way (malformed_json, schema_violation)."""
-
-    def __init__(self, code: str, message: str, job_id: str | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.job_id = job_id
 
 
 def _validator(name: str) -> jsonschema.protocols.Validator:
@@ -53,16 +44,16 @@ def check(name: str, payload: dict) -> None:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(root)"
         job_id = payload.get("jobId") if isinstance(payload, dict) and isinstance(payload.get("jobId"), str) else None
-        raise InvalidEvent("schema_violation", f"{name} invalid at {where}: {first.message}", job_id)
+        raise InvalidEvent(f"{name} invalid at {where}: {first.message}", job_id)
 
 
 def parse_time(value: str, field: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise InvalidEvent("schema_violation", f"{field} is not an RFC 3339 date-time: {value!r}") from None
+        raise InvalidEvent(f"{field} is not an RFC 3339 date-time: {value!r}") from None
     if parsed.tzinfo is None:
-        raise InvalidEvent("schema_violation", f"{field} must carry a time zone: {value!r}")
+        raise InvalidEvent(f"{field} must carry a time zone: {value!r}")
     return parsed
 
 
@@ -88,9 +79,9 @@ def parse_request(value: bytes | None) -> RenderRequested:
     try:
         payload = json.loads(value or b"")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent("malformed_json", f"the record value is not JSON: {exc}") from None
+        raise MalformedJson(f"the record value is not JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise InvalidEvent("schema_violation", "render.requested.v1 must be a JSON object")
+        raise InvalidEvent("render.requested.v1 must be a JSON object")
     check("render.requested.v1", payload)
     for alias, name in ALIASES.items():
         if alias in payload:

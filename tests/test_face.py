@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from engines import face
-from engines.errors import NoFaceFound
+from schemas.errors import NoFaceFound
 from engines.media_image import load_portrait
 from tests.media_fixtures import PORTRAIT
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engines.errors import AudioTooLong, EmptyAudio, NotAudio, SilentAudio, UnreadableInput
+from schemas.errors import AudioTooLong, EmptyAudio, NotAudio, SilentAudio, UnreadableInput
 from engines.media_audio import ANALYSIS_RATE, OUTPUT_RATE, load_audio, write_wav
 from tests.media_fixtures import PORTRAIT, encode_audio, tone
 

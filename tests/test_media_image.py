@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.errors import ImageTooLarge, NotAnImage, UnreadableInput
+from schemas.errors import ImageTooLarge, NotAnImage, UnreadableInput
 from engines.media_image import load_portrait
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engines.base import Engine, EngineJob
-from engines.errors import EngineUnavailable
+from schemas.errors import EngineUnavailable
 from engines.hardware import Hardware
 from engines.landmark_warp import LandmarkWarpEngine
 from engines.registry import all_engines, resolve

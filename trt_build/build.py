@@ -7,13 +7,10 @@ GPU in this repository's CI: the GPU tests (tests/test_trt_build.py, marked `gpu
 from __future__ import annotations
 
 from pathlib import Path
+from schemas.errors import TensorRTBuildError
 
 MEL_SHAPE = (1, 80, 16)
 FACE_SHAPE = (6, 96, 96)
-
-
-class TensorRTBuildError(RuntimeError):
-    pass
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: int = 128, opt_batch: int = 32,

@@ -11,18 +11,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from engines.errors import RenderError
+from schemas.errors import FetchFailed, InputNotFound, InputTooLarge, RenderError, UrlNotAllowed
 
-from .security import AUDIO, IMAGE, InputNotFound, SecurityPolicy, UrlNotAllowed, check_content, materialise
+from .security import AUDIO, IMAGE, SecurityPolicy, check_content, materialise
 
-__all__ = ["AUDIO", "IMAGE", "TransientInputError", "fetch_input"]
-
-
-class TransientInputError(RenderError):
-    """Reading an input failed in a way a retry may fix (object store unreachable, throttled)."""
-
-    code = "input_unavailable"
-    retryable = True
+__all__ = ["AUDIO", "IMAGE", "FetchFailed", "fetch_input"]
 
 
 def fetch_input(uri: str, kind: str, policy: SecurityPolicy, scratch: Path, s3_endpoint_url: str | None = None) -> Path:
@@ -51,7 +44,6 @@ def _fetch_s3(uri: str, kind: str, policy: SecurityPolicy, scratch: Path, endpoi
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         if head.get("ContentLength", 0) > limit:
-            from .security import InputTooLarge
 
             raise InputTooLarge(f"The {kind} {uri} is {head['ContentLength']:,} bytes; the limit is {limit:,} bytes.")
         client.download_file(bucket, key, str(dest))
@@ -59,7 +51,7 @@ def _fetch_s3(uri: str, kind: str, policy: SecurityPolicy, scratch: Path, endpoi
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if status in (403, 404):
             raise InputNotFound(f"The {kind} {uri} does not exist or is not readable (HTTP {status}).") from exc
-        raise TransientInputError(f"Reading {uri} failed: {exc}.") from exc
+        raise FetchFailed(f"Reading {uri} failed: {exc}.") from exc
     except BotoCoreError as exc:
-        raise TransientInputError(f"Reading {uri} failed: {exc}.") from exc
+        raise FetchFailed(f"Reading {uri} failed: {exc}.") from exc
     return dest

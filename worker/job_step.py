@@ -17,27 +17,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from engines.errors import RenderError
+from schemas.errors import DeadlineExceeded, InternalError, RenderError
 from engines.pipeline import RenderRequest, render
 
 from . import metrics
-from schemas.events import InvalidEvent, RenderRequested, now_iso, parse_request
+from schemas.errors import InvalidEvent
+from schemas.events import RenderRequested, now_iso, parse_request
 from .inputs import AUDIO, IMAGE, fetch_input
 from .logs import current_job_id
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-
-class DeadlineExceeded(RenderError):
-    code = "deadline_exceeded"
-
-
-class InternalError(RenderError):
-    """An exception the render path did not mean to raise: retried, as it may be a passing fault."""
-
-    code = "internal_error"
-    retryable = True
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from engines.errors import InputError
+from schemas.errors import FetchFailed, InputError, InputNotFound, InputTooLarge, PathNotAllowed, UnsupportedFormat, UrlNotAllowed
 from engines.settings import int_env
 
 IMAGE, AUDIO = "image", "audio"
@@ -31,31 +31,6 @@ DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 100 * 1024 * 1024
 DEFAULT_UPLOAD_RETENTION_SECONDS = 24 * 3600
 SNIFF_BYTES = 64
-
-
-class PathNotAllowed(InputError):
-    code = "path_not_allowed"
-
-
-class UrlNotAllowed(InputError):
-    code = "url_not_allowed"
-
-
-class InputNotFound(InputError):
-    code = "input_not_found"
-
-
-class InputTooLarge(InputError):
-    code = "input_too_large"
-
-
-class UnsupportedFormat(InputError):
-    code = "unsupported_format"
-
-
-class FetchFailed(InputError):
-    code = "fetch_failed"
-    retryable = True
 
 
 @dataclass(frozen=True)

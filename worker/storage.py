@@ -14,14 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from engines.errors import RenderError
-
-
-class StorageError(RenderError):
-    """Storing the output failed (disk full, bucket unreachable); a retry may succeed."""
-
-    code = "storage_failed"
-    retryable = True
+from schemas.errors import RenderError, StorageError
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..errors import EngineUnavailable
+from schemas.errors import CheckpointError, EngineUnavailable
 
 LISTED = 8  # keys named per category in an error message
-
-
-class CheckpointError(EngineUnavailable):
-    """The checkpoint file is absent, unreadable or does not fit the architecture."""
-
-    code = "bad_checkpoint"
 
 
 def unwrap_state_dict(obj) -> dict:

@@ -12,15 +12,11 @@ import av
 import cv2
 import numpy as np
 
-from ..errors import InputError, NoFaceFound
+from schemas.errors import InputError, NoFaceFound, NotAVideo
 from ..face import shared_analyzer, square_around_face
 from .sources import Pair, tracked
 
 MAX_VIDEO_SECONDS = 60.0
-
-
-class NotAVideo(InputError):
-    code = "not_a_video"
 
 
 @dataclass(frozen=True)
