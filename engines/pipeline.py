@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MIN_SIZE, MAX_SIZE = 64, 2048
 MIN_FPS, MAX_FPS = 1, 60
+MIN_SEED, MAX_SEED = 0, 2**32 - 1  # what numpy's seeding takes; the same range as the event schema's `seed`
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,28 @@ class RenderResult:
 def validate(request: RenderRequest) -> None:
     if request.mode is not None and request.mode not in QUALITY_MODES:
         raise InvalidParameter(f"Unknown quality mode {request.mode!r}; use one of {', '.join(QUALITY_MODES)}.")
-    if not (MIN_FPS <= request.fps <= MAX_FPS):
-        raise InvalidParameter(f"fps must be between {MIN_FPS} and {MAX_FPS}, got {request.fps}.")
-    if not (MIN_SIZE <= request.size <= MAX_SIZE) or request.size % 2:
-        raise InvalidParameter(f"size must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {request.size}.")
+    check_fps(request.fps)
+    check_size(request.size)
+    check_seed(request.seed)
+
+
+# One check per parameter, so the command line can apply the same rules while it parses its arguments.
+def check_fps(fps: int) -> int:
+    if not (MIN_FPS <= fps <= MAX_FPS):
+        raise InvalidParameter(f"fps must be between {MIN_FPS} and {MAX_FPS}, got {fps}.")
+    return fps
+
+
+def check_size(size: int) -> int:
+    if not (MIN_SIZE <= size <= MAX_SIZE) or size % 2:
+        raise InvalidParameter(f"size must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {size}.")
+    return size
+
+
+def check_seed(seed: int) -> int:
+    if not (MIN_SEED <= seed <= MAX_SEED):
+        raise InvalidParameter(f"seed must be a whole number from {MIN_SEED} to {MAX_SEED}, got {seed}.")
+    return seed
 
 
 def render(
@@ -87,24 +106,28 @@ def render(
     frames_seconds = encode_seconds = 0.0
     first_frame_at = None
     frames = 0
-    writer = Mp4Writer(
-        partial, fps=request.fps, width=request.size, height=request.size, mode=resolution.mode, audio=audio,
-        metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}"},
-    )
-    with writer:
-        tick = time.perf_counter()
-        for frame in resolution.engine.render(job):
-            rendered = time.perf_counter()
-            frames_seconds += rendered - tick
-            if first_frame_at is None:
-                first_frame_at = rendered
-            writer.write(frame)
-            frames += 1
+    try:  # whatever fails (engine, encoder, the final move), no partial file is left behind
+        writer = Mp4Writer(
+            partial, fps=request.fps, width=request.size, height=request.size, mode=resolution.mode, audio=audio,
+            metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}"},
+        )
+        with writer:
             tick = time.perf_counter()
-            encode_seconds += tick - rendered
-        close_started = time.perf_counter()
-    encode_seconds += time.perf_counter() - close_started
-    os.replace(partial, out_path)
+            for frame in resolution.engine.render(job):
+                rendered = time.perf_counter()
+                frames_seconds += rendered - tick
+                if first_frame_at is None:
+                    first_frame_at = rendered
+                writer.write(frame)
+                frames += 1
+                tick = time.perf_counter()
+                encode_seconds += tick - rendered
+            close_started = time.perf_counter()
+        encode_seconds += time.perf_counter() - close_started
+        os.replace(partial, out_path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     finished = time.perf_counter()
     return RenderResult(
         output=str(out_path), engine=resolution.engine.name, mode=resolution.mode, encoder=writer.encoder_label,
