@@ -20,6 +20,9 @@ import psutil
 
 from engines.media_audio import load_audio, write_wav
 from engines.pipeline import RenderRequest, render
+from engines.registry import EngineRegistry
+from engines.settings import ModelSettings
+from schemas.errors import InvalidParameter
 
 SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
 
@@ -53,15 +56,15 @@ class PeakRss:
         return round(self.peak / 2**20, 1)
 
 
-def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path) -> dict:
+def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path, engines: EngineRegistry) -> dict:
     clip = load_audio(SAMPLES / "speech.wav")
     if clip.duration < seconds:
-        raise SystemExit(f"the sample clip is only {clip.duration:.1f} s long")
+        raise InvalidParameter(f"--seconds {seconds:g} is longer than the sample clip ({clip.duration:.1f} s).")
     audio_path = write_wav(workdir / "clip.wav", clip.trimmed(seconds).samples)
     face_path = SAMPLES / "portrait.jpg"
 
     cold_started = time.perf_counter()
-    render(RenderRequest(face_path, audio_path, workdir / "warmup.mp4", mode="real_time", size=min(sizes)))
+    render(RenderRequest(face_path, audio_path, workdir / "warmup.mp4", mode="real_time", size=min(sizes)), engines)
     cold_start = time.perf_counter() - cold_started
 
     results = []
@@ -69,7 +72,8 @@ def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path) -
         runs = []
         for attempt in range(repeats):
             with PeakRss() as memory:
-                result = render(RenderRequest(face_path, audio_path, workdir / f"bench_{size}.mp4", mode="real_time", size=size))
+                result = render(RenderRequest(face_path, audio_path, workdir / f"bench_{size}.mp4", mode="real_time",
+                                              size=size), engines)
             runs.append((result, memory.peak_mb))
         best, peak_mb = min(runs, key=lambda run: run[0].render_seconds)
         results.append({
@@ -99,9 +103,13 @@ def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path) -
 
 
 def run_bench(args) -> int:
-    sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
-    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
-        figures = bench_sizes(sizes, args.seconds, max(1, args.repeats), Path(tmp))
+    """args.sizes, .seconds and .repeats arrive checked by the parser (cli/arguments.py)."""
+    engines = EngineRegistry.for_settings(ModelSettings.from_env(dict(os.environ)))
+    try:
+        with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
+            figures = bench_sizes(args.sizes, args.seconds, args.repeats, Path(tmp), engines)
+    finally:
+        engines.close()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")

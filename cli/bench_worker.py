@@ -34,6 +34,8 @@ def _summary(values: list[float]) -> dict:
 def run_worker_bench(args) -> int:
     from engines.media_audio import load_audio, write_wav
     from engines.pipeline import RenderRequest, render
+    from engines.registry import EngineRegistry
+    from engines.settings import ModelSettings
 
     from .broker import create_topics, free_port, start_broker
     from worker.consumer import Worker
@@ -46,12 +48,14 @@ def run_worker_bench(args) -> int:
         face.write_bytes((SAMPLES / "portrait.jpg").read_bytes())
         audio = write_wav(tmp / "clip.wav", load_audio(SAMPLES / "speech.wav").trimmed(CLIP_SECONDS).samples)
 
-        render(RenderRequest(face, audio, tmp / "warm.mp4", mode="real_time", size=SIZE))  # warm-up
+        engines = EngineRegistry.for_settings(ModelSettings.from_env(dict(os.environ)))
+        render(RenderRequest(face, audio, tmp / "warm.mp4", mode="real_time", size=SIZE), engines)  # warm-up
         direct = []
         for i in range(SEQUENTIAL):
             started = time.perf_counter()
-            render(RenderRequest(face, audio, tmp / f"direct{i}.mp4", mode="real_time", size=SIZE))
+            render(RenderRequest(face, audio, tmp / f"direct{i}.mp4", mode="real_time", size=SIZE), engines)
             direct.append(time.perf_counter() - started)
+        engines.close()
 
         port = free_port()
         bootstrap = f"127.0.0.1:{port}"
@@ -66,9 +70,9 @@ def run_worker_bench(args) -> int:
             thread = threading.Thread(target=worker.run, daemon=True)
             thread.start()
             watcher = ResultWatcher(bootstrap, topics)
-            from confluent_kafka import Producer
+            from worker.kafka import request_producer
 
-            producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0})
+            producer = request_producer(bootstrap, "avatar-renderer-bench", **{"linger.ms": 0})
 
             def job() -> dict:
                 return build_request(str(face), str(audio), "real_time", size=SIZE)

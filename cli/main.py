@@ -6,10 +6,15 @@ import argparse
 import os
 import sys
 
+from . import arguments
+from .failures import report
 from .render import add_render_arguments, run_render
-from engines.settings import SettingsError
+from engines.settings import int_env
+from schemas.errors import RenderError, SettingsError
 
 from worker.logs import configure_logging
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -60,28 +65,40 @@ def add_kafka_commands(commands) -> None:
     submit.add_argument("--audio", required=True, help="speech: path, file://, s3:// or https:// URI")
     submit.add_argument("--mode", choices=("auto", "real_time", "high_quality"), default=None)
     submit.add_argument("--engine", default=None)
-    submit.add_argument("--size", type=int, default=None)
-    submit.add_argument("--fps", type=int, default=None)
+    submit.add_argument("--size", type=arguments.size, default=None, help="output width and height in pixels")
+    submit.add_argument("--fps", type=arguments.fps, default=None)
     submit.add_argument("--wait", action="store_true", help="wait for the completion or failure event and print it")
     submit.add_argument("--timeout", type=float, default=120.0, help="seconds --wait waits")
     submit.set_defaults(handler=_submit)
 
 
+def _api_address(args: argparse.Namespace, env) -> None:
+    """--host/--port, else API_HOST/API_PORT, read when `api` runs (a bad API_PORT must not break --help)."""
+    if args.host is None:
+        args.host = env.get("API_HOST", "").strip() or "127.0.0.1"
+    if args.port is None:
+        args.port = int_env(env, "API_PORT", 8080, minimum=1)
+        if args.port > 65535:
+            raise SettingsError(f"API_PORT must be a TCP port from 1 to 65535, got {args.port}.")
+
+
 def _api(args: argparse.Namespace) -> int:
+    _api_address(args, os.environ)
     from gateway.rest import run_api
 
-    return run_api(args)
+    return run_api(args, os.environ)
 
 
 def _mcp(args: argparse.Namespace) -> int:
     from gateway.mcp import run_mcp
 
-    return run_mcp(args)
+    return run_mcp(args, os.environ)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avatar-renderer", description="Portrait + speech -> talking-head MP4.")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser = arguments.Parser(prog="avatar-renderer", description="Portrait + speech -> talking-head MP4.")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                        help="default: LOG_LEVEL or INFO")
     commands = parser.add_subparsers(dest="command", required=True)
 
     render = commands.add_parser("render", help="render one MP4 locally")
@@ -90,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure render speed and write JSON figures")
     bench.add_argument("--out", default="out/bench.json", help="where to write the JSON figures")
-    bench.add_argument("--sizes", default="256,512,1024", help="comma-separated output sizes")
-    bench.add_argument("--seconds", type=float, default=10.0, help="length of the speech clip rendered")
-    bench.add_argument("--repeats", type=int, default=2, help="renders per size; the fastest is reported")
+    bench.add_argument("--sizes", type=arguments.sizes, default="256,512,1024", help="comma-separated output sizes")
+    bench.add_argument("--seconds", type=arguments.positive_number, default=10.0,
+                       help="length of the speech clip rendered")
+    bench.add_argument("--repeats", type=arguments.positive_whole, default=2,
+                       help="renders per size; the fastest is reported")
     bench.add_argument("--worker", action="store_true",
                        help="measure the Kafka worker path instead: jobs/s and latency added over a direct render")
     bench.add_argument("--wav2lip", action="store_true",
@@ -100,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "end-to-end 512x512 render")
     bench.set_defaults(handler=_bench)
     add_kafka_commands(commands)
-    from trt_build.cli import add_trt_build_command
+    from .trt_build import add_trt_build_command
 
     from .models import add_models_command
 
@@ -108,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_trt_build_command(commands)
 
     api = commands.add_parser("api", help="serve the REST gateway (POST /render, GET /status/{jobId})")
-    api.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
-    api.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8080")))
+    api.add_argument("--host", default=None, help="default: API_HOST or 127.0.0.1")
+    api.add_argument("--port", type=arguments.port, default=None, help="default: API_PORT or 8080")
     api.add_argument("--backend", choices=("auto", "kafka", "inprocess"), default="auto",
                      help="auto: Kafka when KAFKA_BOOTSTRAP_SERVERS is set, else render in this process")
     api.set_defaults(handler=_api)
@@ -121,14 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_level(args: argparse.Namespace, env) -> str:
+    level = args.log_level or env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}.")
+    return level
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A failure from the error tree is one `error:` line (see cli/failures.py);
+    anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
     try:
+        configure_logging(_log_level(args, os.environ))
         return args.handler(args)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except RenderError as exc:
+        return report(exc)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,23 @@
 """`avatar-renderer models list | download | verify`: the engines' checkpoints, fetched and checked.
 
-Files go where the engines look (MODEL_ROOT and the WAV2LIP_CKPT / *_CKPT_DIR / GFPGAN_CKPT variables).
+Files go where the engines look (MODEL_ROOT and the WAV2LIP_CKPT / *_CKPT_DIR / GFPGAN_CKPT variables);
+MODEL_MIRROR points downloads at a mirror. The environment is read here, in the command functions, and passed
+down as values, so the catalog and the downloader are testable without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from engines.settings import ModelSettings
+from schemas.errors import DownloadError, SettingsError
 
 from .models_catalog import ENGINES, ModelFile, entries
-from .models_download import DownloadError, download, sha256_of
+from .models_download import download, sha256_of
 
 SIDECAR = ".sha256"  # written beside a file whose SHA-256 the catalog does not know
 
@@ -22,19 +26,36 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR)
 
 
-def _state(entry: ModelFile, settings: ModelSettings) -> dict:
+def model_mirror(env) -> str:
+    """MODEL_MIRROR: a base URL serving every file as <mirror>/<engine>/<file>; empty: the upstream URLs."""
+    mirror = env.get("MODEL_MIRROR", "").strip().rstrip("/")
+    if mirror and not mirror.startswith(("https://", "http://")):
+        raise SettingsError(f"MODEL_MIRROR={mirror!r} is not an http(s):// URL.")
+    return mirror
+
+
+def unreachable_hint(mirror: str) -> str:
+    """What to do when the model host cannot be reached (said once per failed file)."""
+    if mirror:
+        return (f"check MODEL_MIRROR={mirror}: it must serve each file as {mirror}/<engine>/<file> "
+                f"(e.g. {mirror}/wav2lip/wav2lip_gan.pth)")
+    return ("set MODEL_MIRROR=<url> to download from a mirror instead: it must serve each file as "
+            "<url>/<engine>/<file> (e.g. <url>/wav2lip/wav2lip_gan.pth)")
+
+
+def _state(entry: ModelFile, settings: ModelSettings, mirror: str) -> dict:
     dest = entry.destination(settings)
     return {
         "engine": entry.engine, "file": entry.filename, "path": str(dest), "present": dest.is_file(),
         "bytes": dest.stat().st_size if dest.is_file() else None,
         "expected_bytes": entry.size, "sha256": entry.sha256 or "unknown",
-        "url": entry.download_url() or f"by hand: {entry.page}", "note": entry.note,
+        "url": entry.download_url(mirror) or f"by hand: {entry.page}", "note": entry.note,
     }
 
 
 def run_list(args: argparse.Namespace) -> int:
-    settings = ModelSettings.from_env()
-    rows = [_state(e, settings) for e in entries(args.engine)]
+    settings, mirror = ModelSettings.from_env(dict(os.environ)), model_mirror(os.environ)
+    rows = [_state(e, settings, mirror) for e in entries(args.engine)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -47,11 +68,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    settings = ModelSettings.from_env()
+    settings, mirror = ModelSettings.from_env(dict(os.environ)), model_mirror(os.environ)
     failures = 0
     for entry in entries(args.engine):
         dest = entry.destination(settings)
-        url = entry.download_url()
+        url = entry.download_url(mirror)
         if url is None:
             print(f"{entry.engine}/{entry.filename}: no direct download; get it from {entry.page} "
                   f"and place it at {dest}" + (f" ({entry.note})" if entry.note else ""))
@@ -64,7 +85,8 @@ def run_download(args: argparse.Namespace) -> int:
             print(f"{entry.engine}/{entry.filename}: present but {problem}; downloading again")
             dest.unlink()
         try:
-            got = download(url, dest, size=entry.size, sha256=entry.sha256, progress=not args.no_progress)
+            got = download(url, dest, size=entry.size, sha256=entry.sha256, progress=not args.no_progress,
+                           unreachable_hint=unreachable_hint(mirror))
         except DownloadError as exc:
             failures += 1
             print(f"error: {entry.engine}/{entry.filename}: {exc}", file=sys.stderr)
@@ -121,18 +143,26 @@ def run_verify(args: argparse.Namespace) -> int:
             return 1
         print(f"OK: {path} is a Wav2Lip checkpoint; every key and shape matches (sha256 {sha256_of(path)})")
         return 0
-    settings = ModelSettings.from_env()
-    bad = checked = 0
+    settings = ModelSettings.from_env(dict(os.environ))
+    bad = checked = missing = 0
     for entry in entries(args.engine):
         dest = entry.destination(settings)
         if not dest.is_file():
+            missing += 1
             print(f"missing  {entry.engine}/{entry.filename} ({dest})")
             continue
         checked += 1
         problem = check_file(entry, dest) or verify_loadable(entry.engine, dest)
         bad += bool(problem)
         print(f"{'BAD' if problem else 'OK':<8} {entry.engine}/{entry.filename} ({dest})" + (f": {problem}" if problem else ""))
-    return 1 if bad or (args.engine and not checked) else 0
+    get = "avatar-renderer models download" + "".join(f" --engine {e}" for e in args.engine or ())
+    if not checked:  # nothing to vouch for: the engines that need these files cannot run
+        print(f"error: none of the {missing} checkpoint files is present (MODEL_ROOT={settings.model_root}); "
+              f"get them with `{get}`.", file=sys.stderr)
+        return 1
+    if missing:
+        print(f"{missing} missing; `{get}` gets them (or says where to get them by hand).")
+    return 1 if bad else 0
 
 
 def add_models_command(commands) -> None:

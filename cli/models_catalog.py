@@ -9,7 +9,6 @@ Entries without a direct URL (the file sits in a Google Drive folder) are listed
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +41,10 @@ class ModelFile:
                   "diff2lip": settings.diff2lip_ckpt_dir}[self.engine]
         return folder / self.filename
 
-    def download_url(self) -> str | None:
-        """MODEL_MIRROR (a base URL, e.g. an internal mirror) serves every file as <mirror>/<engine>/<file>."""
-        mirror = os.environ.get("MODEL_MIRROR", "").rstrip("/")
+    def download_url(self, mirror: str = "") -> str | None:
+        """``mirror`` (MODEL_MIRROR: a base URL, e.g. an internal mirror) serves every file as
+        <mirror>/<engine>/<file>; without one, the upstream URL (None: fetch by hand)."""
+        mirror = mirror.rstrip("/")
         if mirror:
             return f"{mirror}/{self.engine}/{self.filename}"
         return self.url

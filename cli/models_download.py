@@ -1,7 +1,8 @@
 """Resumable, checked HTTP downloads of model files.
 
 A download writes to ``<file>.part`` and resumes it with an HTTP Range request next time (a server that
-ignores Range gets a fresh download). The finished file is checked against the size the catalog records or,
+ignores Range gets a fresh download). A host that cannot be reached at all (DNS, refused, timed out) is said
+so plainly, since running again will not help there; "run again to resume" is kept for a cut-off transfer. The finished file is checked against the size the catalog records or,
 failing that, the length the server declared, and against the SHA-256 where one is known; a mismatch deletes
 the partial data (resuming corrupt bytes would never heal) and is an error. Only then is it moved into place.
 """
@@ -12,15 +13,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from schemas.errors import DownloadError
 
 CHUNK = 1 << 20
-
-
-class ChecksumMismatch(DownloadError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -44,9 +42,28 @@ def _progress(total: int | None, initial: int, label: str, enabled: bool):
                 disable=not enabled, leave=True)
 
 
+def _transfer_failed(url: str, exc: httpx.HTTPError, received: int, unreachable_hint: str) -> DownloadError:
+    """The sentence for a transport failure: host unreachable, transfer cut off (resumable), or other."""
+    reason = str(exc) or type(exc).__name__
+    unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError)) or (
+        isinstance(exc, httpx.TimeoutException) and not received)
+    if unreachable:
+        hint = f"; {unreachable_hint}" if unreachable_hint else ""
+        return DownloadError(f"could not reach the model host {urlsplit(url).netloc} ({reason}): this machine may have no "
+                             f"access to it{hint}.")
+    if received:
+        return DownloadError(f"{url}: the transfer was cut off after {received} bytes ({reason}); "
+                             "run the download again to resume.")
+    return DownloadError(f"{url}: {reason}.")
+
+
 def download(url: str, dest: Path, *, size: int | None = None, sha256: str | None = None,
-             progress: bool = True, timeout: float = 60.0, max_bytes: int | None = None) -> Downloaded:
-    """Fetch ``url`` to ``dest`` (resuming ``dest.part``); returns what was written, or raises DownloadError."""
+             progress: bool = True, timeout: float = 60.0, max_bytes: int | None = None,
+             unreachable_hint: str = "") -> Downloaded:
+    """Fetch ``url`` to ``dest`` (resuming ``dest.part``); returns what was written, or raises DownloadError.
+
+    ``unreachable_hint`` ends the message when the host cannot be reached (the caller knows the way around,
+    e.g. a mirror)."""
     if not url.startswith(("https://", "http://")):
         raise DownloadError(f"only http(s) URLs can be downloaded, not {url}")
     dest = Path(dest)
@@ -58,6 +75,7 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
         have = 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     digest = hashlib.sha256()
+    received = 0  # body bytes this attempt received
     try:
         with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as response:
             if response.status_code == 416 and have and size == have:
@@ -84,20 +102,21 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
                         handle.write(block)
                         digest.update(block)
                         written += len(block)
+                        received += len(block)
                         bar.update(len(block))
                 if total is not None and written != total:
                     raise DownloadError(f"{url} ended after {written} of {total} bytes; run the download again to resume")
                 total = written
     except httpx.HTTPError as exc:
-        raise DownloadError(f"{url}: {exc}; run the download again to resume") from exc
+        raise _transfer_failed(url, exc, received, unreachable_hint) from exc
     resumed_from = have
     actual = digest.hexdigest()
     if size is not None and total != size:
         part.unlink(missing_ok=True)
-        raise ChecksumMismatch(f"{dest.name}: {total} bytes, expected {size}; the partial file was removed")
+        raise DownloadError(f"{dest.name}: {total} bytes, expected {size}; the partial file was removed")
     if sha256 is not None and actual != sha256.lower():
         part.unlink(missing_ok=True)
-        raise ChecksumMismatch(f"{dest.name}: SHA-256 {actual}, expected {sha256}; the partial file was removed")
+        raise DownloadError(f"{dest.name}: SHA-256 {actual}, expected {sha256}; the partial file was removed")
     os.replace(part, dest)
     return Downloaded(dest, total, actual, resumed_from)
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from schemas.errors import InputError, RenderError
+from schemas.errors import InvalidParameter, RenderError
 from engines.pipeline import RenderRequest, render
-from engines.settings import QUALITY_MODES
+from engines.registry import EngineRegistry
+from engines.settings import QUALITY_MODES, ModelSettings
 from worker.logs import configure_logging
+
+from .arguments import Parser
+from .failures import report
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,28 +26,47 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default=None, help="force one engine by name (see `avatar-renderer models list`)")
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
+    parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (0 to 4294967295)")
+
+
+def check_output(out: Path) -> None:
+    """Refuse, before any work, an --out that cannot become the MP4: a directory, or under a file or a folder
+    this user cannot write (the folders missing are created when the video is written)."""
+    if out.is_dir():
+        raise InvalidParameter(f"--out {out} is a directory; give the MP4 file to write, e.g. {out / 'talk.mp4'}.")
+    folder = out.absolute().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise InvalidParameter(f"--out {out} cannot be written: {existing} is a file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidParameter(f"--out {out} cannot be written: no permission to write in {existing}.")
 
 
 def run_render(args: argparse.Namespace) -> int:
+    """Raises the error tree's exceptions; the caller reports them (cli.failures)."""
+    check_output(args.out)
     request = RenderRequest(
         face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
         fps=args.fps, size=args.size, seed=args.seed,
     )
+    engines = EngineRegistry.for_settings(ModelSettings.from_env(dict(os.environ)))
     try:
-        result = render(request)
-    except RenderError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2 if isinstance(exc, InputError) else 3
+        result = render(request, engines)
+    finally:
+        engines.close()
     print(result.to_json())
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cli.render", description="Render one talking-head MP4.")
+    parser = Parser(prog="python -m cli.render", description="Render one talking-head MP4.")
     add_render_arguments(parser)
+    args = parser.parse_args(argv)
     configure_logging()
-    return run_render(parser.parse_args(argv))
+    try:
+        return run_render(args)
+    except RenderError as exc:
+        return report(exc)
 
 
 if __name__ == "__main__":

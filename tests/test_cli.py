@@ -58,6 +58,7 @@ def test_python_m_cli_render_takes_the_same_flags(tmp_path, short_speech):
 def _error_of(done):
     assert done.returncode != 0
     assert done.stdout == ""
+    assert "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, done.stderr
     return errors[0]
@@ -70,8 +71,10 @@ def _error_of(done):
     ("silent", "silent"),
     ("corrupt_audio", "not a readable WAV"),
     ("empty_audio", "0 bytes"),
-    ("high_quality_on_cpu", "high_quality mode needs an NVIDIA GPU"),
+    ("high_quality_on_cpu", "high_quality mode"),
     ("bad_size", "size must be an even number"),
+    ("negative_seed", "seed must be a whole number from 0 to 4294967295, got -1"),
+    ("seed_too_big", "seed must be a whole number from 0 to 4294967295, got 4294967296"),
 ])
 def test_each_bad_input_has_its_own_message(tmp_path, short_speech, case, needle):
     face, audio, extra = PORTRAIT, short_speech, []
@@ -97,10 +100,15 @@ def test_each_bad_input_has_its_own_message(tmp_path, short_speech, case, needle
         extra = ["--mode", "high_quality"]
     elif case == "bad_size":
         extra = ["--size", "63"]
+    elif case == "negative_seed":
+        extra = ["--seed", "-1"]
+    elif case == "seed_too_big":
+        extra = ["--seed", str(2**32)]
     out = tmp_path / "never.mp4"
     done = _run("render", "--face", str(face), "--audio", str(audio), "--out", str(out), *extra,
                 env={"PATH": "/usr/bin:/bin", "AVATAR_FORCE_CPU": "1", "MODEL_ROOT": str(tmp_path / "models")})
     assert needle in _error_of(done)
+    assert done.returncode == (3 if case == "high_quality_on_cpu" else 2)  # README: 2 bad input, 3 cannot run here
     assert not out.exists()
     assert not list(tmp_path.glob(".never.mp4.*"))  # no partial file left behind
 
@@ -117,3 +125,117 @@ def test_bench_writes_json_figures(tmp_path):
         assert 0 < row["first_frame_seconds"] <= row["render_seconds"]
         assert row["peak_rss_mb"] > 50
         assert row["real_time_factor"] == pytest.approx(row["render_seconds"] / 1.5, rel=0.02)
+
+
+# ----------------------------------------------------------------------------- one line, never a traceback
+
+CPU_ENV = {"PATH": "/usr/bin:/bin", "AVATAR_FORCE_CPU": "1"}
+
+
+@pytest.mark.parametrize("where", ["directory", "under_a_file"])
+def test_render_refuses_an_out_it_cannot_write_before_any_work(tmp_path, short_speech, where):
+    if where == "directory":
+        out, needle = tmp_path / "videos", "is a directory"
+        out.mkdir()
+    else:
+        (tmp_path / "notes.txt").write_text("a file, not a folder")
+        out, needle = tmp_path / "notes.txt" / "talk.mp4", "notes.txt is a file, not a folder"
+    done = _run("render", "--face", str(PORTRAIT), "--audio", str(short_speech), "--out", str(out), "--size", "64",
+                env={**CPU_ENV, "MODEL_ROOT": str(tmp_path / "models")})
+    assert needle in _error_of(done)
+    assert done.returncode == 2
+    assert not list(tmp_path.rglob("*.partial"))  # the directory case used to render, then leave one behind
+
+
+def test_a_render_that_fails_at_the_last_step_leaves_no_partial_file(tmp_path, short_speech):
+    """engines.pipeline.render: whatever fails after the encoder opened (here: the final move onto a
+    directory), the hidden .partial file is removed."""
+    from engines.pipeline import RenderRequest, render
+    from engines.registry import EngineRegistry
+    from engines.settings import ModelSettings
+
+    (tmp_path / "taken.mp4").mkdir()
+    engines = EngineRegistry.for_settings(ModelSettings.from_env({**CPU_ENV, "MODEL_ROOT": str(tmp_path / "m")}))
+    with pytest.raises(OSError):
+        render(RenderRequest(PORTRAIT, short_speech, tmp_path / "taken.mp4", mode="real_time", size=64), engines)
+    engines.close()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def _main_error(capsys, *argv) -> str:
+    """cli.main.main in this process: an argument mistake exits 2 with one `error:` line on stderr."""
+    from cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["bench", "--sizes", "513"], "argument --sizes: size must be an even number of pixels from 64 to 2048, got 513"),
+    (["bench", "--sizes", "256,abc"], "argument --sizes: 'abc' is not a whole number"),
+    (["bench", "--sizes", ","], "give at least one size"),
+    (["bench", "--seconds", "0"], "argument --seconds: must be more than 0"),
+    (["bench", "--seconds", "soon"], "'soon' is not a number"),
+    (["bench", "--repeats", "0"], "argument --repeats: must be at least 1"),
+    (["submit", "--face", "f.jpg", "--audio", "a.wav", "--size", "513"], "argument --size: size must be an even"),
+    (["submit", "--face", "f.jpg", "--audio", "a.wav", "--fps", "0"], "argument --fps: fps must be between 1 and 60"),
+    (["submit", "--face", "f.jpg", "--audio", "a.wav", "--mode", "fast"], "argument --mode: invalid choice"),
+    (["api", "--port", "70000"], "argument --port: a TCP port is from 1 to 65535"),
+    (["render", "--face", "f.jpg"], "the following arguments are required: --audio, --out"),
+])
+def test_argument_mistakes_are_one_line_at_parse_time(capsys, argv, needle):
+    assert needle in _main_error(capsys, *argv)
+
+
+def test_bench_seconds_longer_than_the_sample_clip_is_one_line(capsys):
+    from cli.main import main
+
+    assert main(["bench", "--sizes", "64", "--seconds", "1000"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == "error: --seconds 1000 is longer than the sample clip (11.8 s)."
+
+
+def test_a_bad_api_port_breaks_only_the_api_command_not_help():
+    """API_PORT used to be parsed while the parser was built: every subcommand, even --help, crashed."""
+    env = {**CPU_ENV, "API_PORT": "abc"}
+    shown = _run("--help", env=env)
+    assert shown.returncode == 0 and "render" in shown.stdout, shown.stderr
+    assert _run("models", "list", "--json", env={**env, "MODEL_ROOT": "/nonexistent"}).returncode == 0
+    done = _run("api", env=env)
+    assert _error_of(done) == "error: API_PORT='abc' is not a whole number."
+    assert done.returncode == 2
+
+
+def test_a_bad_log_level_is_one_line(tmp_path):
+    done = _run("models", "list", env={**CPU_ENV, "LOG_LEVEL": "chatty", "MODEL_ROOT": str(tmp_path)})
+    assert _error_of(done) == "error: LOG_LEVEL='CHATTY' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL."
+    assert done.returncode == 2
+
+
+def test_a_bad_setting_read_deep_in_a_command_is_one_line(tmp_path, short_speech):
+    """Any SettingsError reaching the top (here ModelSettings for `render`) is `error: <sentence>`, exit 2."""
+    done = _run("render", "--face", str(PORTRAIT), "--audio", str(short_speech), "--out", str(tmp_path / "a.mp4"),
+                env={**CPU_ENV, "DEFAULT_QUALITY_MODE": "fastest"})
+    assert "DEFAULT_QUALITY_MODE='fastest'" in _error_of(done)
+    assert done.returncode == 2
+
+
+def test_a_bad_render_threads_for_the_api_is_one_line():
+    done = _run("api", "--port", "1", env={**CPU_ENV, "RENDER_THREADS": "x"})
+    assert "RENDER_THREADS='x'" in _error_of(done)
+    assert done.returncode == 2
+
+
+def test_exit_status_of_each_kind_of_failure():
+    from cli.failures import exit_status
+    from schemas.errors import (CheckpointError, EncodeError, EngineUnavailable, InvalidParameter, NoFaceFound,
+                                SettingsError)
+
+    assert [exit_status(e("x")) for e in (InvalidParameter, NoFaceFound, SettingsError)] == [2, 2, 2]
+    assert [exit_status(e("x")) for e in (EngineUnavailable, CheckpointError)] == [3, 3]
+    assert exit_status(EncodeError("x")) == 1

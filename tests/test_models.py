@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from tests.models_http import serving
 from cli.main import main
 from cli.models_catalog import CATALOG
-from cli.models_download import ChecksumMismatch, DownloadError, download
+from cli.models_download import download
+from schemas.errors import DownloadError
 
 BLOB = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
 BLOB_SHA = hashlib.sha256(BLOB).hexdigest()
@@ -52,9 +54,9 @@ def test_server_without_range_support_restarts_cleanly(tmp_path):
 
 def test_checksum_or_size_mismatch_leaves_nothing_behind(tmp_path):
     with serving({"/m.bin": BLOB}) as server:
-        with pytest.raises(ChecksumMismatch, match="SHA-256"):
+        with pytest.raises(DownloadError, match="SHA-256"):
             download(server.url + "/m.bin", tmp_path / "m.bin", sha256="0" * 64, progress=False)
-        with pytest.raises(ChecksumMismatch, match="expected 12345"):
+        with pytest.raises(DownloadError, match="expected 12345"):
             download(server.url + "/m.bin", tmp_path / "m.bin", size=12345, progress=False)
         with pytest.raises(DownloadError, match="HTTP 404"):
             download(server.url + "/absent", tmp_path / "a.bin", progress=False)
@@ -137,3 +139,69 @@ def test_verify_a_given_checkpoint(tmp_path, capsys):
     torch.save({"state_dict": state}, tmp_path / "bad.pth")
     code, _, err = run_cli(capsys, "models", "verify", "--engine", "wav2lip", "--checkpoint", str(tmp_path / "bad.pth"))
     assert code == 1 and "missing keys (1): output_block.1.weight" in err
+
+
+def _closed_port_url() -> str:
+    """A local URL nothing listens on: connecting is refused, as on a machine with no route to the host."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_unreachable_host_says_so_and_names_the_mirror_not_resume(tmp_path):
+    with pytest.raises(DownloadError) as failed:
+        download(_closed_port_url() + "/m.bin", tmp_path / "m.bin", progress=False, unreachable_hint="try a mirror")
+    message = failed.value.message
+    assert message.startswith("could not reach the model host 127.0.0.1:") and "no access" in message
+    assert message.endswith("; try a mirror.") and "resume" not in message
+
+
+def test_catalog_urls_come_from_the_mirror_passed_in_not_the_environment(monkeypatch):
+    monkeypatch.setenv("MODEL_MIRROR", "http://from-the-environment")
+    entry = next(e for e in CATALOG if e.filename == "wav2lip_gan.pth")
+    assert entry.download_url() == entry.url
+    assert entry.download_url("http://mirror.local/models/") == "http://mirror.local/models/wav2lip/wav2lip_gan.pth"
+
+
+def test_cli_download_offline_explains_the_network_and_model_mirror(model_env, monkeypatch, capsys):
+    monkeypatch.setenv("MODEL_MIRROR", _closed_port_url())
+    code, out, err = run_cli(capsys, "models", "download", "--engine", "gfpgan", "--no-progress")
+    assert code == 1 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: gfpgan/GFPGANv1.4.pth: could not reach the model host 127.0.0.1:")
+    assert "this machine may have no access to it" in line and "resume" not in line
+    assert "MODEL_MIRROR=http://127.0.0.1:" in line and "/<engine>/<file>" in line
+    assert not (model_env / "gfpgan").exists() or not any((model_env / "gfpgan").iterdir())
+
+
+def test_without_a_mirror_the_offline_hint_explains_model_mirror():
+    from cli.models import unreachable_hint
+
+    assert "set MODEL_MIRROR=<url>" in unreachable_hint("")
+    assert "<url>/wav2lip/wav2lip_gan.pth" in unreachable_hint("")
+
+
+def test_a_bad_model_mirror_is_one_line(model_env, monkeypatch, capsys):
+    monkeypatch.setenv("MODEL_MIRROR", "models.example.com")
+    code, out, err = run_cli(capsys, "models", "list")
+    assert code == 2 and out == ""
+    assert err.strip() == "error: MODEL_MIRROR='models.example.com' is not an http(s):// URL."
+
+
+def test_verify_with_nothing_present_fails_and_says_how_to_get_them(model_env, capsys):
+    code, out, err = run_cli(capsys, "models", "verify")
+    assert code == 1
+    assert out.count("missing ") == len(CATALOG)
+    assert err.strip() == (f"error: none of the {len(CATALOG)} checkpoint files is present (MODEL_ROOT={model_env}); "
+                           "get them with `avatar-renderer models download`.")
+    code, _, err = run_cli(capsys, "models", "verify", "--engine", "gfpgan")
+    assert code == 1 and "`avatar-renderer models download --engine gfpgan`" in err
+
+
+def test_verify_with_some_present_names_what_is_missing(model_env, capsys):
+    (model_env / "gfpgan").mkdir(parents=True)
+    (model_env / "gfpgan" / "GFPGANv1.4.pth").write_bytes(BLOB)  # the catalog knows no size or hash for it
+    code, out, _ = run_cli(capsys, "models", "verify")
+    assert code == 0
+    assert "OK       gfpgan/GFPGANv1.4.pth" in out
+    assert f"{len(CATALOG) - 1} missing; `avatar-renderer models download` gets them" in out
