@@ -4,23 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engines.hardware import detect
-from engines.registry import all_engines
-from engines.settings import ModelSettings
+from engines.registry import EngineRegistry
 
 
-def engine_catalog() -> list[dict[str, Any]]:
-    settings = ModelSettings.from_env()
-    hardware = detect()
-    catalog = []
-    for name, engine in sorted(all_engines().items()):
-        availability = engine.availability(settings, hardware)
-        catalog.append({
-            "name": name,
-            "mode": engine.mode,
-            "description": engine.description,
-            "needsGpu": engine.needs_gpu,
-            "available": availability.ok,
-            "reason": availability.reason or None,
-        })
-    return catalog
+def engine_catalog(engines: EngineRegistry) -> list[dict[str, Any]]:
+    """Each engine's name, mode, description, needsGpu, available (with the reason when not) and, once loaded,
+    what it holds; sorted by name."""
+    return sorted(engines.describe(), key=lambda entry: entry["name"])

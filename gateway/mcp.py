@@ -1,24 +1,26 @@
 """MCP stdio server (`avatar-renderer mcp`): render_avatar, get_render_status and list_engines as MCP tools.
 
 Jobs go to Kafka when KAFKA_BOOTSTRAP_SERVERS is set, otherwise they render in this process. Inputs pass
-the same worker.security checks as the REST gateway; a refusal comes back as a tool error naming the reason.
+the same worker.security checks as the REST gateway, and the engine choice the same registry check; every
+refusal (any schemas.errors.RenderError) comes back as a tool error starting with its code.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 
-from schemas.errors import InputError
-from engines.pipeline import InvalidParameter, RenderRequest, validate
-
-from .engine_catalog import engine_catalog
-from .backends import BackendUnavailable, JobBackend, JobSpec, backend_from_env
+from schemas.errors import BackendUnavailable, RenderError
+from engines.pipeline import RenderRequest, validate
+from engines.registry import EngineRegistry
 from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
+
+from .backends import BackendSettings, JobBackend, JobSpec, open_backend
+from .engine_catalog import engine_catalog
 
 INSTRUCTIONS = (
     "Renders a lip-synced talking-head MP4 from a portrait image and a speech recording. Call render_avatar "
@@ -27,7 +29,7 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(backend: JobBackend, policy: SecurityPolicy) -> FastMCP:
+def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineRegistry) -> FastMCP:
     server = FastMCP("avatar-renderer", instructions=INSTRUCTIONS)
 
     @server.tool()
@@ -37,28 +39,26 @@ def build_server(backend: JobBackend, policy: SecurityPolicy) -> FastMCP:
         quality_mode: Literal["auto", "real_time", "high_quality"] | None = None,
         size: int = 512,
         fps: int = 25,
+        engine: str | None = None,
     ) -> dict[str, Any]:
         """Queue a talking-head render of a portrait (PNG/JPEG/WebP) speaking a recording (WAV/MP3/M4A/OGG/FLAC).
 
         quality_mode: auto, real_time or high_quality; left out, the server's DEFAULT_QUALITY_MODE (auto).
+        engine: force one engine by name (see list_engines); it must serve quality_mode unless that is auto.
         Returns jobId, output (URI the MP4 will be written to), qualityMode and state; poll get_render_status.
         """
         try:
             validate(RenderRequest(face_path="", audio_path="", out_path="", mode=quality_mode, fps=fps, size=size))
+            engines.check_request(quality_mode, engine)
             spec = JobSpec(
                 avatar_uri=check_reference(avatar_path, IMAGE, policy),
                 audio_uri=check_reference(audio_path, AUDIO, policy),
-                quality_mode=quality_mode, fps=fps, size=size,
+                quality_mode=quality_mode, engine=engine, fps=fps, size=size,
             ).with_job_id()
-        except (InputError, InvalidParameter) as exc:
-            raise ToolError(f"{exc.code}: {exc.message}") from exc
-        if not backend.ready():
-            raise ToolError("unavailable: the job queue is not reachable; try again shortly.")
-        try:
+            if not backend.ready():
+                raise BackendUnavailable("The job queue is not reachable; try again shortly.")
             status = backend.submit(spec)
-        except BackendUnavailable as exc:
-            raise ToolError(f"unavailable: {exc}") from exc
-        except InputError as exc:
+        except RenderError as exc:  # one place: every refusal is "<code>: <message>"
             raise ToolError(f"{exc.code}: {exc.message}") from exc
         return {"jobId": status["jobId"], "output": status["output"], "qualityMode": status.get("qualityMode"),
                 "state": status["state"]}
@@ -76,7 +76,7 @@ def build_server(backend: JobBackend, policy: SecurityPolicy) -> FastMCP:
     def list_engines() -> list[dict[str, Any]]:
         """Engines in this build, the quality mode each serves, and whether it can run on this machine (and if
         not, why)."""
-        return engine_catalog()
+        return engine_catalog(engines)
 
     return server
 
@@ -88,12 +88,16 @@ def _protect_stdout() -> None:
     sys.stdout = os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
 
 
-def run_mcp(args: Any) -> int:
-    policy = SecurityPolicy.from_env()
-    backend = backend_from_env(policy, getattr(args, "backend", "auto"))
+def run_mcp(args: Any, env: Mapping[str, str]) -> int:
+    """`avatar-renderer mcp`: serve the tools on stdio; env is the environment cli/main.py passes in."""
+    backend_settings = BackendSettings.from_env(env)
+    worker = backend_settings.worker  # input policy and model settings, read as the worker reads them
+    engines = EngineRegistry.for_settings(worker.models)
+    backend = open_backend(backend_settings, getattr(args, "backend", "auto"), engines)
     _protect_stdout()
     try:
-        build_server(backend, policy).run("stdio")
+        build_server(backend, worker.inputs, engines).run("stdio")
     finally:
         backend.close()
+        engines.close()
     return 0

@@ -1,23 +1,23 @@
 """REST gateway (`avatar-renderer api`): POST /render, POST /render/upload, GET /status/{jobId}, /engines,
-/healthz, /readyz, /metrics, OpenAPI docs at /docs.
+/healthz, /readyz, /metrics, OpenAPI docs at /docs (gateway/docs.py).
 
-The gateway never renders and never chooses output paths: it checks inputs with worker.security, hands the
-job to a JobBackend (Kafka, or in-process when no broker is configured) and reports the status it keeps.
+The gateway never renders and never chooses output paths: it checks inputs with worker.security and the
+engine choice with the engine registry, hands the job to a JobBackend (Kafka, or in-process when no broker
+is configured) and reports the status it keeps. Every failure it reports is a schemas.errors.RenderError,
+answered with that error's HTTP status and a body {"error": {"code", "message"}}.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import os
 import shutil
 import time
 import uuid
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Security, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, Security, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -26,12 +26,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from schemas.errors import InputError
+from schemas.errors import BackendUnavailable, RenderError, Unauthorized, UnknownJob, catalog
 from engines.pipeline import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE
-
-from .engine_catalog import engine_catalog
-from .backends import BackendUnavailable, JobBackend, JobSpec, requested_mode
+from engines.registry import EngineRegistry
+from engines.settings import ModelSettings
 from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
+
+from .backends import JobBackend, JobSpec, requested_mode
+from .body_limit import BodyLimit
+from .docs import KEY_HEADER, add_docs
+from .engine_catalog import engine_catalog
+from .settings import GatewaySettings
 from .uploads import UploadSweeper, save_upload
 
 REQUESTS = Counter("avatar_api_requests_total", "REST gateway requests", ["route", "method", "status"])
@@ -39,10 +44,7 @@ LATENCY = Histogram("avatar_api_request_duration_seconds", "REST gateway request
 REFUSALS = Counter("avatar_api_refusals_total", "Render submissions refused, by reason code", ["code"])
 SUBMITTED = Counter("avatar_api_jobs_submitted_total", "Render jobs accepted by the gateway", ["backend"])
 
-# A refusal's code decides its HTTP status; every other InputError is 422.
-STATUS_BY_CODE = {
-    "path_not_allowed": 403, "url_not_allowed": 403, "input_too_large": 413, "unsupported_format": 415,
-}
+UPLOAD_PATH = "/render/upload"  # the one route whose body may be large (BodyLimit)
 QualityMode = Literal["auto", "real_time", "high_quality"]
 
 
@@ -100,15 +102,23 @@ class JobStatus(BaseModel):
     updatedAt: str | None = None
 
 
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 415, 422, 503)}
+# A submission may fail with any 4xx/5xx of the error tree (schemas.errors.catalog), or an invalid request (422).
+ERRORS = {status: {"model": ErrorBody} for status in sorted({row["httpStatus"] for row in catalog()} | {422})}
 
 
-def _refusal(code: str, message: str, status: int | None = None) -> JSONResponse:
-    REFUSALS.labels(code).inc()
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status or STATUS_BY_CODE.get(code, 422))
+def _error_response(error: RenderError) -> JSONResponse:
+    """The one place a failure becomes an HTTP answer: its http_status, and a body carrying its code and message."""
+    REFUSALS.labels(error.code).inc()
+    return JSONResponse({"error": {"code": error.code, "message": error.message}}, status_code=error.http_status)
 
 
-def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[str] = frozenset()) -> FastAPI:
+def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySettings | None = None,
+               engines: EngineRegistry | None = None) -> FastAPI:
+    """The gateway app. `engines` is this process's registry (what /engines lists and what engine names a
+    request may ask for); left out, one is built from default model settings."""
+    settings = settings or GatewaySettings()
+    if engines is None:
+        engines = EngineRegistry.for_settings(ModelSettings.from_env({}))
     sweeper = UploadSweeper(policy.upload_dir, policy.upload_retention_seconds)
 
     @asynccontextmanager
@@ -120,24 +130,29 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
             sweeping.cancel()
 
     app = FastAPI(
-        title="Avatar Renderer", version="1.0", lifespan=lifespan,
+        title="Avatar Renderer", version="1.0", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None,
         description="Portrait + speech -> lip-synced talking-head MP4. Submit a job, then poll its status.",
     )
-    app.state.backend, app.state.policy = backend, policy
-    # Uploads may be at most one image and one audio file, plus form fields.
-    app.add_middleware(BodyLimit, max_bytes=policy.max_image_bytes + policy.max_audio_bytes + 64 * 1024)
-    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when API_KEYS is set")
+    app.state.backend, app.state.policy, app.state.engines = backend, policy, engines
+    # Uploads may be at most one image and one audio file, plus form fields; every other route takes small JSON.
+    upload_limit = policy.max_image_bytes + policy.max_audio_bytes + 64 * 1024
+    app.add_middleware(BodyLimit, limit_for=lambda path: upload_limit if path == UPLOAD_PATH
+                       else settings.max_json_body_bytes)
+    key_header = APIKeyHeader(name=KEY_HEADER, auto_error=False, description="required when API_KEYS is set")
+    api_keys = [k.encode() for k in settings.api_keys]
 
     def require_key(key: str | None = Security(key_header)) -> None:
-        if not (key and any(hmac.compare_digest(key.encode(), k.encode()) for k in api_keys)):
-            raise HTTPException(401, detail={"code": "unauthorized", "message": "A valid X-API-Key header is required."})
+        # Every key is compared (in constant time), so the answer's timing says nothing about which matched.
+        if not (key and sum(hmac.compare_digest(key.encode(), k) for k in api_keys)):
+            raise Unauthorized(f"A valid {KEY_HEADER} header is required.")
 
     # Without API_KEYS the spec declares no security at all, so the docs do not promise auth that is not there.
     auth = [Depends(require_key)] if api_keys else []
+    add_docs(app, auth, keys_required=bool(api_keys))
 
-    @app.exception_handler(InputError)
-    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-        return _refusal(exc.code, exc.message)
+    @app.exception_handler(RenderError)
+    async def _render_error(_: Request, exc: RenderError) -> JSONResponse:
+        return _error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -163,15 +178,13 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
         return response
 
     def accept(request: Request, spec: JobSpec) -> JSONResponse:
+        """Submit a checked job; any RenderError (unavailable, idempotency_conflict ...) reaches _render_error."""
         if not backend.ready():
-            return _refusal("unavailable", "The job queue is not reachable; try again shortly.", 503)
-        try:
-            status = backend.submit(spec.with_job_id())
-        except BackendUnavailable as exc:
-            return _refusal("unavailable", str(exc), 503)
+            raise BackendUnavailable("The job queue is not reachable; try again shortly.")
+        status = backend.submit(spec.with_job_id())
         SUBMITTED.labels(backend.name).inc()
         body = Accepted(
-            jobId=status["jobId"], output=status["output"], qualityMode=status.get("qualityMode") or requested_mode(spec),
+            jobId=status["jobId"], output=status["output"], qualityMode=status.get("qualityMode") or requested_mode(spec, engines.settings.default_quality_mode),
             statusUrl=str(request.url_for("get_status", jobId=status["jobId"])),
         )
         return JSONResponse(body.model_dump(), status_code=202)
@@ -179,6 +192,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
     @app.post("/render", status_code=202, response_model=Accepted, responses=ERRORS, dependencies=auth)
     def submit_render(body: RenderBody, request: Request) -> JSONResponse:
         """Queue a render of files the server can already read (paths under its allowed roots or URLs)."""
+        engines.check_request(body.qualityMode, body.engine)
         spec = JobSpec(
             avatar_uri=check_reference(body.avatarPath, IMAGE, policy),
             audio_uri=check_reference(body.audioPath, AUDIO, policy),
@@ -188,8 +202,8 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
         )
         return accept(request, spec)
 
-    @app.post("/render/upload", status_code=202, response_model=Accepted, responses=ERRORS,
-              dependencies=auth)
+    @app.post(UPLOAD_PATH, status_code=202, response_model=Accepted, responses=ERRORS,
+              dependencies=[*auth, Depends(_only_declared_form_fields)])
     def submit_upload(
         request: Request,
         avatar: UploadFile = File(description="portrait: PNG, JPEG or WebP"),
@@ -202,6 +216,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
         idempotencyKey: str | None = Form(None, min_length=1, max_length=200),
     ) -> JSONResponse:
         """Queue a render of an uploaded portrait and speech file (saved in the server's upload folder)."""
+        engines.check_request(qualityMode, engine)
         folder = policy.upload_dir / uuid.uuid4().hex
         try:
             face = save_upload(avatar.file, folder / "avatar", IMAGE, policy, _upload_label(avatar))
@@ -219,13 +234,13 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
         """State (queued, running, succeeded, failed), output URI, engine, timings or the failure reason."""
         status = backend.status(jobId)
         if status is None:
-            return JSONResponse({"error": {"code": "unknown_job", "message": f"No job {jobId} is known."}}, status_code=404)
+            raise UnknownJob(f"No job {jobId} is known.")
         return JSONResponse(JobStatus.model_validate(status).model_dump(exclude_none=True))
 
     @app.get("/engines", dependencies=auth, responses={401: {"model": ErrorBody}})
-    def engines() -> list[dict[str, Any]]:
+    def list_engines() -> list[dict[str, Any]]:
         """Engines in this build and whether each can run on the gateway's machine."""
-        return engine_catalog()
+        return engine_catalog(engines)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -235,7 +250,8 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
     def readyz() -> JSONResponse:
         if backend.ready():
             return JSONResponse({"status": "ready", "backend": backend.name})
-        return JSONResponse({"error": {"code": "unavailable", "message": "The job queue is not reachable."}}, status_code=503)
+        error = BackendUnavailable("The job queue is not reachable.")
+        return JSONResponse({"error": {"code": error.code, "message": error.message}}, status_code=error.http_status)
 
     @app.get("/metrics", response_class=Response)
     def metrics() -> Response:
@@ -244,73 +260,36 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, api_keys: frozenset[
     return app
 
 
+async def _only_declared_form_fields(request: Request) -> None:
+    """Refuse form fields the upload route does not take, as the JSON route refuses unknown keys (a typo such as
+    `qualitymode` must not be silently ignored)."""
+    declared = {param.alias for param in request.scope["route"].dependant.body_params}
+    form = await request.form()  # already parsed by FastAPI for this request; this reads the cached form
+    unknown = [name for name in dict.fromkeys(form.keys()) if name not in declared]
+    if unknown:
+        raise RequestValidationError([{"type": "extra_forbidden", "loc": ("body", name),
+                                       "msg": "Extra inputs are not permitted"} for name in unknown])
+
+
 def _upload_label(upload: UploadFile) -> str:
     return f"upload {upload.filename!r}" if upload.filename else "upload"
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over a byte limit with 413, before they are spooled to disk."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _too_large(send, self.max_bytes)
-        received = 0
-
-        async def limited():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def guarded_send(message):
-            # Whatever the app answers once the body went over the limit (FastAPI turns the parse error into
-            # a 400) is replaced by one 413 naming the limit.
-            if received <= self.max_bytes:
-                return await send(message)
-            if message["type"] == "http.response.start":
-                await _too_large(send, self.max_bytes)
-
-        try:
-            await self.app(scope, limited, guarded_send)
-        except _BodyTooLarge:
-            await _too_large(send, self.max_bytes)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(send, limit: int) -> None:
-    body = JSONResponse({"error": {"code": "input_too_large", "message": f"The request body is over the {limit:,}-byte limit."}}).body
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def api_keys_from_env() -> frozenset[str]:
-    return frozenset(k.strip() for k in os.environ.get("API_KEYS", "").split(",") if k.strip())
-
-
-def run_api(args: Any) -> int:
-    """`avatar-renderer api`: serve the gateway with uvicorn until interrupted."""
+def run_api(args: Any, env: Mapping[str, str]) -> int:
+    """`avatar-renderer api`: serve the gateway with uvicorn until interrupted; env is the environment the
+    entry point (cli/main.py) passes in."""
     import uvicorn
 
-    from .backends import backend_from_env
+    from .backends import BackendSettings, open_backend
 
-    policy = SecurityPolicy.from_env()
-    backend = backend_from_env(policy, args.backend)
-    app = create_app(backend, policy, api_keys_from_env())
+    backend_settings = BackendSettings.from_env(env)
+    worker = backend_settings.worker  # input policy and model settings, read as the worker reads them
+    engines = EngineRegistry.for_settings(worker.models)
+    backend = open_backend(backend_settings, args.backend, engines)
+    app = create_app(backend, worker.inputs, GatewaySettings.from_env(env), engines)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     finally:
         backend.close()
+        engines.close()
     return 0

@@ -16,7 +16,8 @@ from engines.media_audio import OUTPUT_RATE, write_wav
 from tests.http_server import serve
 from tests.media_fixtures import PORTRAIT, speech_samples
 from gateway.rest import create_app
-from gateway.backends import InProcessBackend
+from gateway.settings import GatewaySettings
+from tests.gateway_fixtures import in_process_backend
 from worker.security import SecurityPolicy
 from gateway.uploads import UPLOAD_FOLDER
 
@@ -34,17 +35,22 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def policy(inputs: Path) -> SecurityPolicy:
-    return SecurityPolicy.from_env({
+def env(inputs: Path) -> dict[str, str]:
+    return {
         "ALLOWED_INPUT_ROOTS": str(inputs), "UPLOAD_DIR": str(inputs.parent / "uploads"),
         "MAX_IMAGE_BYTES": str(2 * PORTRAIT.stat().st_size), "MAX_AUDIO_BYTES": "400000",
         "ALLOWED_URL_HOSTS": "media.example.com",
-    })
+    }
 
 
 @pytest.fixture(scope="module")
-def api(inputs: Path, policy: SecurityPolicy):
-    backend = InProcessBackend(policy, inputs.parent / "renders")
+def policy(env: dict[str, str]) -> SecurityPolicy:
+    return SecurityPolicy.from_env(env)
+
+
+@pytest.fixture(scope="module")
+def api(inputs: Path, env: dict[str, str], policy: SecurityPolicy):
+    backend = in_process_backend(env, inputs.parent / "renders")
     with serve(create_app(backend, policy)) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
         yield client
     backend.close()
@@ -134,7 +140,7 @@ def test_idempotency_key_names_the_same_job(api: httpx.Client) -> None:
         ("https://evil.example.org/face.jpg", "speech.wav", 403, "url_not_allowed"),
         ("speech.wav", "speech.wav", 415, "unsupported_format"),
         ("face.jpg", "face.jpg", 415, "unsupported_format"),
-        ("missing.jpg", "speech.wav", 422, "input_not_found"),
+        ("missing.jpg", "speech.wav", 404, "input_not_found"),
     ],
 )
 def test_hostile_and_bad_inputs_are_refused_with_a_reason(api: httpx.Client, avatar, audio, status, code) -> None:
@@ -181,9 +187,9 @@ def test_health_metrics_engines_and_docs(api: httpx.Client) -> None:
     assert api.get("/docs").status_code == 200
 
 
-def test_api_keys(inputs: Path, policy: SecurityPolicy) -> None:
-    backend = InProcessBackend(policy, inputs.parent / "renders-keyed")
-    app = create_app(backend, policy, frozenset({"s3cret", "other"}))
+def test_api_keys(inputs: Path, env: dict[str, str], policy: SecurityPolicy) -> None:
+    backend = in_process_backend(env, inputs.parent / "renders-keyed")
+    app = create_app(backend, policy, GatewaySettings(api_keys=frozenset({"s3cret", "other"})))
     body = {"avatarPath": "face.jpg", "audioPath": "speech.wav", "size": 128}
     with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
         assert client.post("/render", json=body).status_code == 401

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from gateway.rest import create_app
-from gateway.backends import InProcessBackend
+from gateway.settings import GatewaySettings
+from tests.gateway_fixtures import in_process_backend
 from worker.security import SecurityPolicy
 
 
@@ -20,13 +21,16 @@ API_KEY = "schemathesis-key"
 
 def _app(root: Path):
     root.mkdir(parents=True, exist_ok=True)
-    policy = SecurityPolicy.from_env({"ALLOWED_INPUT_ROOTS": str(root / "inputs"), "UPLOAD_DIR": str(root / "uploads"),
-                                      "MAX_IMAGE_BYTES": "200000", "MAX_AUDIO_BYTES": "200000"})
+    env = {"ALLOWED_INPUT_ROOTS": str(root / "inputs"), "UPLOAD_DIR": str(root / "uploads"),
+           "MAX_IMAGE_BYTES": "200000", "MAX_AUDIO_BYTES": "200000"}
     (root / "inputs").mkdir(exist_ok=True)
-    return create_app(InProcessBackend(policy, root / "renders"), policy, frozenset({API_KEY}))
+    return create_app(in_process_backend(env, root / "renders"), SecurityPolicy.from_env(env),
+                      GatewaySettings(api_keys=frozenset({API_KEY})))
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", _app(Path(tempfile.mkdtemp(prefix="schemathesis-"))))
+# With API_KEYS set the spec itself needs the key.
+schema = schemathesis.openapi.from_asgi("/openapi.json", _app(Path(tempfile.mkdtemp(prefix="schemathesis-"))),
+                                        headers={"X-API-Key": API_KEY})
 
 
 @schema.parametrize()

@@ -86,6 +86,11 @@ def test_render_through_an_mcp_client_session(server_params: StdioServerParamete
         ({"avatar_path": "https://127.0.0.1/face.jpg", "audio_path": "speech.wav"}, "url_not_allowed"),
         ({"avatar_path": "speech.wav", "audio_path": "speech.wav"}, "unsupported_format"),
         ({"avatar_path": "face.jpg", "audio_path": "speech.wav", "size": 7}, "invalid_parameter"),
+        # refused up front, naming what this build has, instead of a job that fails later
+        ({"avatar_path": "face.jpg", "audio_path": "speech.wav", "engine": "bogus"},
+         "invalid_parameter: Unknown engine 'bogus'; this build has: landmark-warp"),
+        ({"avatar_path": "face.jpg", "audio_path": "speech.wav", "engine": "landmark-warp",
+          "quality_mode": "high_quality"}, "invalid_parameter: Engine landmark-warp serves real_time, not high_quality"),
     ],
 )
 def test_refusals_come_back_as_tool_errors(server_params: StdioServerParameters, arguments: dict, reason: str) -> None:

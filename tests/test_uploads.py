@@ -13,7 +13,7 @@ import pytest
 from engines.settings import SettingsError
 from tests.http_server import serve
 from gateway.rest import create_app
-from gateway.backends import InProcessBackend
+from tests.gateway_fixtures import in_process_backend
 from worker.security import SecurityPolicy
 from gateway.uploads import UploadSweeper
 
@@ -60,10 +60,10 @@ def test_retention_setting(tmp_path: Path) -> None:
 
 
 def test_the_running_gateway_sweeps_expired_uploads(tmp_path: Path) -> None:
-    policy = SecurityPolicy.from_env({"ALLOWED_INPUT_ROOTS": str(tmp_path), "UPLOAD_DIR": str(tmp_path / "up"),
-                                      "UPLOAD_RETENTION_SECONDS": "600"})
+    env = {"ALLOWED_INPUT_ROOTS": str(tmp_path), "UPLOAD_DIR": str(tmp_path / "up"), "UPLOAD_RETENTION_SECONDS": "600"}
+    policy = SecurityPolicy.from_env(env)
     old, fresh = upload_folder(policy.upload_dir, 3600), upload_folder(policy.upload_dir, 10)
-    backend = InProcessBackend(policy, tmp_path / "renders")
+    backend = in_process_backend(env, tmp_path / "renders")
     try:
         with serve(create_app(backend, policy)) as base_url:
             assert httpx.get(f"{base_url}/healthz").status_code == 200
