@@ -9,8 +9,12 @@ import time
 import uuid
 from pathlib import Path
 
-from schemas.events import ce_headers, encode, header_dict, now_iso
+from schemas.events import header_dict, now_iso
+from worker.job_step import queued_status
+from worker.kafka import ensure_broker_reachable, publish_request, reader, request_producer
 from worker.settings import Topics
+
+BROKER_CHECK_SECONDS = 5.0
 
 
 def build_request(face: str, audio: str, mode: str | None = None, **extra) -> dict:
@@ -25,38 +29,19 @@ def build_request(face: str, audio: str, mode: str | None = None, **extra) -> di
 
 def publish(bootstrap: str, topics: Topics, request: dict, raw: bytes | None = None, partition: int | None = None,
             producer=None) -> None:
-    """Publish a request (validated, unless `raw` bytes are given as-is) and its `queued` status."""
-    from confluent_kafka import Producer
-
-    producer = producer or Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
-    errors = []
-
-    def delivered(err, msg):
-        if err is not None:
-            errors.append(err)
-
-    job_id = request.get("jobId") or str(uuid.uuid4())
-    value = raw if raw is not None else encode("render.requested.v1", request)
-    placement = {} if partition is None else {"partition": partition}
-    producer.produce(topics.requested, key=job_id.encode(), value=value, on_delivery=delivered,
-                     headers=ce_headers("render.requested.v1", job_id, request.get("traceparent")), **placement)
-    if raw is None:
-        status = {"jobId": job_id, "state": "queued", "qualityMode": request.get("qualityMode", "auto"), "updatedAt": now_iso()}
-        producer.produce(topics.status, key=job_id.encode(), value=encode("render.status.v1", status),
-                         headers=ce_headers("render.status.v1", job_id), on_delivery=delivered)
-    if producer.flush(30) or errors:
-        raise RuntimeError(f"the broker did not acknowledge the request: {errors or 'timeout'}")
+    """Publish a request (validated, unless `raw` bytes are given as-is) after its `queued` status."""
+    producer = producer or request_producer(bootstrap, "avatar-renderer-submit")
+    status = None if raw is not None else queued_status(request["jobId"], request.get("qualityMode", "auto"))
+    publish_request(producer, topics, request, status=status, raw=raw, partition=partition, timeout=30)
 
 
 class ResultWatcher:
     """Reads completed + failed topics from their current ends (call before publishing), without a group."""
 
     def __init__(self, bootstrap: str, topics: Topics):
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"submit-{uuid.uuid4()}",
-                                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                  "fetch.wait.max.ms": 50})
+        self.consumer = reader(bootstrap, "avatar-renderer-submit", **{"fetch.wait.max.ms": 50})
         partitions = []
         for topic in (topics.completed, topics.failed):
             meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
@@ -87,6 +72,7 @@ def run_submit(args) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     topics = Topics.from_env(dict(os.environ))
     request = build_request(str(args.face), str(args.audio), args.mode, engine=args.engine, size=args.size, fps=args.fps)
+    ensure_broker_reachable(bootstrap, BROKER_CHECK_SECONDS)  # no broker: one line (BackendUnavailable), not 30 s of logs
     watcher = ResultWatcher(bootstrap, topics) if args.wait else None
     publish(bootstrap, topics, request)
     print(json.dumps({"submitted": request}), flush=True)

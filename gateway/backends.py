@@ -1,44 +1,67 @@
 """What the front doors (REST gateway, MCP server) submit render jobs through, and where they read status.
 
 Two backends share one small interface:
-- InProcessBackend renders with engines.pipeline.render on a thread pool and keeps statuses in memory. It is
-  what `avatar-renderer mcp` and `avatar-renderer api` use when no broker is configured.
+- InProcessBackend runs jobs through the worker's own job step (worker.job_step.JobStep: same input fetching,
+  retries, deadline, metrics and timings as the Kafka worker) on a thread pool, and keeps statuses in memory.
+  It is what `avatar-renderer mcp` and `avatar-renderer api` use when no broker is configured.
 - KafkaBackend (gateway/kafka_backend.py) publishes render.requested.v1 events and follows the status topic.
 
-A status is a plain dict, the same shape from both: jobId, state (queued|running|succeeded|failed), output,
-qualityMode, and when known engine, mode, timings {...}, error {code, message, retryable}, updatedAt.
+A status is a plain dict, the same shape from both (`status_view`): jobId, state (queued|running|succeeded|
+failed), output, qualityMode, and when known attempt, engine, mode, bytes, sha256, timings {TIMING_KEYS},
+error {code, message, retryable}, updatedAt. Both keep render.status.v1-shaped records and shape them here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
-import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
+from urllib.parse import unquote, urlsplit
 
-from schemas.errors import BackendUnavailable, RenderError
-from engines.pipeline import RenderRequest, render
-
-from worker.inputs import fetch_input
-from worker.logs import current_job_id
-from worker.security import AUDIO, IMAGE, SecurityPolicy
+from engines.files import file_sha256
+from engines.settings import int_env
+from schemas.errors import BackendUnavailable, IdempotencyConflict, from_exception
+from schemas.events import RenderRequested, now_iso, parse_time
+from worker.job_step import TIMING_KEYS, JobStep, Outcome, Render, failure_event, pipeline_render, queued_status
+from worker.settings import WorkerSettings
+from worker.storage import open_storage
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "succeeded", "failed")
 # Idempotency keys map to job ids deterministically, so a retried submission names the same job and output.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c5a59-2b0e-4d0e-9a53-5f0b8c6f6b11")
 
 
-def requested_mode(spec: "JobSpec") -> str:
-    """The mode a job asks for: its own, else DEFAULT_QUALITY_MODE (what the render will use), else auto."""
-    return spec.quality_mode or os.environ.get("DEFAULT_QUALITY_MODE", "").strip() or "auto"
+@dataclass(frozen=True)
+class BackendSettings:
+    """Where a front door sends jobs: Kafka when KAFKA_BOOTSTRAP_SERVERS is set, else RENDER_THREADS threads
+    here; `worker` holds what both need (bootstrap, topics, OUTPUT_URI/OUTPUT_DIR, S3_ENDPOINT_URL, retries,
+    WORK_DIR, model settings with DEFAULT_QUALITY_MODE, the input policy), read as the worker reads them."""
+
+    kafka_configured: bool
+    render_threads: int
+    worker: WorkerSettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "BackendSettings":
+        env = dict(env)
+        return cls(
+            kafka_configured=bool(env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()),
+            render_threads=int_env(env, "RENDER_THREADS", 1, 1),
+            worker=WorkerSettings.from_env(env),
+        )
+
+
+def requested_mode(spec: "JobSpec", default_mode: str = "auto") -> str:
+    """The mode a job asks for: its own, else the default the render will use (DEFAULT_QUALITY_MODE)."""
+    return spec.quality_mode or default_mode or "auto"
 
 
 def job_id_for(idempotency_key: str | None) -> str:
@@ -66,12 +89,86 @@ class JobSpec:
             return self
         return replace(self, job_id=job_id_for(self.idempotency_key))
 
+    def request_event(self, requested_at: str) -> dict[str, Any]:
+        """The render.requested.v1 event of this job (no qualityMode given: the worker's default decides)."""
+        payload: dict[str, Any] = {
+            "jobId": self.job_id, "avatarUri": self.avatar_uri, "audioUri": self.audio_uri,
+            "fps": self.fps, "size": self.size, "seed": self.seed, "requestedAt": requested_at,
+        }
+        optional = {"qualityMode": self.quality_mode, "engine": self.engine, "priority": self.priority,
+                    "deadline": self.deadline, "idempotencyKey": self.idempotency_key}
+        payload.update({k: v for k, v in optional.items() if v is not None})
+        return payload
+
+    def to_request(self, requested_at: datetime) -> RenderRequested:
+        """The job as the job step takes it (what a worker parses from request_event)."""
+        return RenderRequested(
+            job_id=self.job_id, avatar_uri=self.avatar_uri, audio_uri=self.audio_uri,
+            quality_mode=self.quality_mode, engine=self.engine, fps=self.fps, size=self.size, seed=self.seed,
+            priority=5 if self.priority is None else self.priority, idempotency_key=self.idempotency_key,
+            deadline=parse_time(self.deadline, "deadline") if self.deadline else None,
+            requested_at=requested_at, traceparent=None,
+        )
+
+
+def fingerprint(spec: JobSpec, upload_dir: Path) -> str:
+    """What an idempotency key promises stays the same: every parameter, and the inputs. An upload is saved to
+    a fresh folder each time, so inputs under UPLOAD_DIR count by their content, other inputs by their URI."""
+
+    def identity(uri: str) -> str:
+        parts = urlsplit(uri)
+        if parts.scheme == "file":
+            path = Path(unquote(parts.path))
+            if path.is_relative_to(upload_dir):
+                try:
+                    return "sha256:" + file_sha256(path)
+                except OSError:
+                    pass
+        return uri
+
+    fields = {**asdict(spec), "job_id": "", "avatar_uri": identity(spec.avatar_uri),
+              "audio_uri": identity(spec.audio_uri)}
+    return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()
+
+
+def conflict(spec: JobSpec) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"The idempotency key {spec.idempotency_key!r} was already used for a job with other parameters "
+        f"(job {spec.job_id}); use a new key for a different request.")
+
+
+# ----------------------------------------------------------------------------- statuses, one shape
+
+def succeeded_status(completion: dict[str, Any]) -> dict[str, Any]:
+    """What a render.completed.v1 event adds to a job's status record."""
+    status = {"jobId": completion["jobId"], "state": "succeeded"}
+    for key in ("completedAt", "attempt", "outputUri", "engine", "mode", "bytes", "sha256", "frames", "audioSeconds", "durations"):
+        if completion.get(key) is not None:
+            status["updatedAt" if key == "completedAt" else key] = completion[key]
+    return status
+
+
+def failed_status(failure: dict[str, Any]) -> dict[str, Any]:
+    """What a render.failed.v1 event makes of a job's status record."""
+    return {"jobId": failure["jobId"], "state": "failed", "attempt": failure["attempt"],
+            "error": {k: failure[k] for k in ("code", "message", "retryable")}, "updatedAt": failure["failedAt"]}
+
+
+def status_view(record: dict[str, Any], storage) -> dict[str, Any]:
+    """A status record (render.status.v1 fields, plus a completion's) as /status and get_render_status show it."""
+    shaped = {k: v for k, v in record.items() if k not in ("outputUri", "durations", "workerId")}
+    shaped["output"] = record.get("outputUri") or storage.uri_for(record["jobId"])
+    if record.get("durations"):
+        shaped["timings"] = {k: v for k, v in record["durations"].items() if k in TIMING_KEYS}
+    return shaped
+
 
 class JobBackend(Protocol):
     name: str
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
-        """Accept the job (spec.job_id set) and return its first status (state queued, output URI known)."""
+        """Accept the job (spec.job_id set) and return its first status (state queued, output URI known).
+        The same idempotency key with other parameters: IdempotencyConflict."""
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         """The latest status of a job, or None when this backend has never heard of it."""
@@ -82,104 +179,91 @@ class JobBackend(Protocol):
     def close(self) -> None: ...
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 class InProcessBackend:
-    """Renders jobs in this process on a small thread pool; statuses live in memory (lost on restart)."""
+    """Runs jobs in this process through the job step on a small thread pool; statuses live in memory."""
 
     name = "in-process"
 
-    def __init__(self, policy: SecurityPolicy, output: Path | str, workers: int = 1, s3_endpoint_url: str | None = None):
-        """output: a directory, or an output URI (file:///dir or s3://bucket/prefix) as the worker takes it."""
-        from worker.storage import open_storage
-
-        self.policy = policy
-        self.s3_endpoint_url = s3_endpoint_url
-        uri = output if isinstance(output, str) and "://" in output else Path(output).resolve().as_uri()
-        self.storage = open_storage(uri, s3_endpoint_url)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
+    def __init__(self, settings: WorkerSettings, threads: int = 1, render: Render | None = None):
+        """settings: the job step's, as the worker reads them (input policy, OUTPUT_URI, retries, WORK_DIR, model
+        settings); render: RenderRequest -> RenderResult (default: engines.pipeline.render over a registry
+        built here)."""
+        self.settings = settings
+        self.storage = open_storage(settings.output_uri, settings.s3_endpoint_url)
+        self.step = JobStep(settings, self.storage, render or pipeline_render(settings.models))
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
+        self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._statuses: dict[str, dict[str, Any]] = {}
+        self._fingerprints: dict[str, str] = {}
 
     def output_uri(self, job_id: str) -> str:
         return self.storage.uri_for(job_id)
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         spec = spec.with_job_id()
+        mark = fingerprint(spec, self.settings.inputs.upload_dir)
         with self._lock:
             existing = self._statuses.get(spec.job_id)
-            if existing is not None and existing["state"] != "failed":
-                return dict(existing)  # the same idempotency key again: the job already exists
-            status = {
-                "jobId": spec.job_id, "state": "queued", "output": self.output_uri(spec.job_id),
-                "qualityMode": requested_mode(spec), "submittedAt": _now(), "updatedAt": _now(),
-            }
+            if existing is not None:
+                if self._fingerprints.get(spec.job_id) != mark:
+                    raise conflict(spec)
+                if existing["state"] != "failed":
+                    return status_view(existing, self.storage)  # the same request again: the job already exists
+            status = queued_status(spec.job_id, requested_mode(spec, self.settings.models.default_quality_mode),
+                                   self.output_uri(spec.job_id))
+            status["submittedAt"] = status["updatedAt"]
             self._statuses[spec.job_id] = status
-            first = dict(status)
-        self._pool.submit(self._run, spec, time.monotonic())
+            self._fingerprints[spec.job_id] = mark
+            first = status_view(status, self.storage)
+        self._pool.submit(self._run, spec, time.time())
         return first
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
             status = self._statuses.get(job_id)
-            return dict(status) if status is not None else None
+            return status_view(status, self.storage) if status is not None else None
 
     def ready(self) -> bool:
         return True
 
     def close(self) -> None:
+        self._cancel.set()  # jobs waiting to retry stop now
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _update(self, job_id: str, **fields: Any) -> None:
+    def _update(self, job_id: str, fields: dict[str, Any]) -> None:
         with self._lock:
-            self._statuses[job_id].update(fields, updatedAt=_now())
+            self._statuses[job_id].update(fields, updatedAt=fields.get("updatedAt") or now_iso())
 
     def _run(self, spec: JobSpec, queued_at: float) -> None:
-        token = current_job_id.set(spec.job_id)
-        started = time.monotonic()
-        self._update(spec.job_id, state="running")
+        def running(request: RenderRequested, attempt: int) -> None:
+            self._update(spec.job_id, {"state": "running", "attempt": attempt, "qualityMode": request.quality_mode})
+
         try:
-            with tempfile.TemporaryDirectory(prefix="avatar-inputs-") as scratch:
-                # Checked again here: a file may have changed since the front door looked at it.
-                face = fetch_input(spec.avatar_uri, IMAGE, self.policy, Path(scratch), self.s3_endpoint_url)
-                audio = fetch_input(spec.audio_uri, AUDIO, self.policy, Path(scratch), self.s3_endpoint_url)
-                result = render(RenderRequest(
-                    face_path=face, audio_path=audio, out_path=Path(scratch) / "out.mp4",
-                    mode=spec.quality_mode, engine=spec.engine, fps=spec.fps, size=spec.size, seed=spec.seed,
-                ))
-                stored = self.storage.put(spec.job_id, Path(result.output))
-        except RenderError as exc:
-            log.info("render failed: %s", exc.message, extra={"fields": {"code": exc.code}})
-            self._update(spec.job_id, state="failed",
-                         error={"code": exc.code, "message": exc.message, "retryable": exc.retryable})
-        except Exception as exc:  # noqa: BLE001 - a status must always reach a final state
-            log.exception("render crashed")
-            self._update(spec.job_id, state="failed",
-                         error={"code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "retryable": True})
-        else:
-            self._update(
-                spec.job_id, state="succeeded", output=stored.uri, bytes=stored.bytes, sha256=stored.sha256,
-                engine=result.engine, mode=result.mode, frames=result.frames,
-                audioSeconds=result.audio_seconds,
-                timings={
-                    "queueWaitSeconds": round(started - queued_at, 3), "renderSeconds": result.render_seconds,
-                    "decodeSeconds": result.decode_seconds, "framesSeconds": result.frames_seconds,
-                    "encodeSeconds": result.encode_seconds, "firstFrameSeconds": result.first_frame_seconds,
-                },
-            )
-        finally:
-            current_job_id.reset(token)
+            outcome = self.step.run(spec.to_request(datetime.fromtimestamp(queued_at, timezone.utc)),
+                                    self._cancel, running)
+        except Exception as exc:  # noqa: BLE001 - a bug in the job step: the status must still end
+            log.exception("job step crashed")
+            outcome = Outcome("failed", spec.job_id, failure=failure_event(
+                spec.job_id, None, from_exception(exc), 1, self.settings.worker_id))
+        if outcome.state == "succeeded":
+            self._update(spec.job_id, succeeded_status(outcome.completion))
+        elif outcome.failure is not None:
+            self._update(spec.job_id, failed_status(outcome.failure))
+        else:  # given back: the backend is closing
+            stopped = BackendUnavailable("The gateway stopped before the job finished.")
+            self._update(spec.job_id, {"state": "failed", "error": {
+                "code": stopped.code, "message": stopped.message, "retryable": True}})
 
 
-def backend_from_env(policy: SecurityPolicy, choice: str = "auto") -> JobBackend:
-    """kafka when KAFKA_BOOTSTRAP_SERVERS is set (or asked for), otherwise render in this process."""
-    if choice == "kafka" or (choice == "auto" and os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
+def open_backend(settings: BackendSettings, choice: str = "auto", engines=None) -> JobBackend:
+    """kafka when asked for, or on auto when KAFKA_BOOTSTRAP_SERVERS is set; otherwise render in this process
+    (with `engines`, the process's engine registry, when the entry point built one)."""
+    if choice == "kafka" or (choice == "auto" and settings.kafka_configured):
         from .kafka_backend import KafkaBackend
 
-        return KafkaBackend.from_env()
-    # Same output settings as the worker: OUTPUT_URI (file:///dir or s3://bucket/prefix), else OUTPUT_DIR.
-    output = os.environ.get("OUTPUT_URI", "").strip() or Path(os.environ.get("OUTPUT_DIR") or "out/renders")
-    return InProcessBackend(policy, output, workers=int(os.environ.get("RENDER_THREADS", "1")),
-                            s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)
+        worker = settings.worker
+        return KafkaBackend(worker.bootstrap_servers, worker.topics, worker.output_uri, worker.s3_endpoint_url,
+                            default_mode=worker.models.default_quality_mode, upload_dir=worker.inputs.upload_dir)
+    worker = settings.worker
+    return InProcessBackend(worker, threads=settings.render_threads, render=pipeline_render(worker.models, engines))

@@ -11,91 +11,74 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from schemas import events
-from schemas.errors import InvalidEvent
-from engines.pipeline import InvalidParameter
-
-from .backends import BackendUnavailable, JobSpec, requested_mode
-from worker.settings import Topics, WorkerSettings
+from schemas.errors import InvalidEvent, InvalidParameter
+from worker.job_step import queued_status
+from worker.kafka import publish_request, reader, request_producer
+from worker.settings import Topics
 from worker.storage import open_storage
+
+from .backends import JobSpec, conflict, fingerprint, requested_mode, status_view, succeeded_status
 
 log = logging.getLogger(__name__)
 
 MAX_TRACKED = 100_000
-DURATION_NAMES = {"queueWaitSeconds", "fetchSeconds", "decodeSeconds", "renderSeconds", "framesSeconds",
-                  "encodeSeconds", "uploadSeconds", "totalSeconds"}
 
 
 class KafkaBackend:
     name = "kafka"
 
-    def __init__(self, bootstrap_servers: str, topics: Topics, output_uri: str, s3_endpoint_url: str | None = None):
+    def __init__(self, bootstrap_servers: str, topics: Topics, output_uri: str, s3_endpoint_url: str | None = None,
+                 default_mode: str = "auto", upload_dir: Path | None = None):
+        """default_mode: the workers' DEFAULT_QUALITY_MODE, shown for jobs that ask for none; upload_dir: where
+        the gateway saves uploads (their content, not their folder, is what an idempotency key promises)."""
         self.topics = topics
+        self.default_mode = default_mode
+        self.upload_dir = (upload_dir or Path("out/uploads")).resolve()
         self.storage = open_storage(output_uri, s3_endpoint_url)
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all",
-            "client.id": "avatar-renderer-gateway", "message.timeout.ms": 15000,
-        })
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers, "group.id": f"avatar-gateway-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest", "client.id": "avatar-renderer-gateway",
-        })
+        self._producer = request_producer(bootstrap_servers, "avatar-renderer-gateway")
+        self._consumer = reader(bootstrap_servers, "avatar-renderer-gateway")
         self._lock = threading.Lock()
         self._statuses: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._fingerprints: OrderedDict[str, str] = OrderedDict()  # jobs this backend submitted
         self._stop = threading.Event()
         self._ready_at = 0.0
         self._assigned = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="status-follower", daemon=True)
         self._thread.start()
 
-    @classmethod
-    def from_env(cls) -> "KafkaBackend":
-        settings = WorkerSettings.from_env()
-        return cls(settings.bootstrap_servers, settings.topics, settings.output_uri, settings.s3_endpoint_url)
-
     # ------------------------------------------------------------------ submitting
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         spec = spec.with_job_id()
-        requested_at = events.now_iso()
-        payload: dict[str, Any] = {
-            "jobId": spec.job_id, "avatarUri": spec.avatar_uri, "audioUri": spec.audio_uri,
-            "fps": spec.fps, "size": spec.size, "seed": spec.seed, "requestedAt": requested_at,
-        }
-        # No qualityMode given: the event carries none, so the worker's own default decides.
-        optional = {"qualityMode": spec.quality_mode, "engine": spec.engine, "priority": spec.priority,
-                    "deadline": spec.deadline, "idempotencyKey": spec.idempotency_key}
-        payload.update({k: v for k, v in optional.items() if v is not None})
-        status = {"jobId": spec.job_id, "state": "queued", "qualityMode": requested_mode(spec),
-                  "outputUri": self.storage.uri_for(spec.job_id), "updatedAt": requested_at}
-        # The queued status goes first, in the job's status partition, so a worker's "running" always follows it.
-        errors: list[str] = []
-
-        def delivered(err, _msg):
-            if err is not None:
-                errors.append(str(err))
-
+        mark = fingerprint(spec, self.upload_dir)
+        with self._lock:
+            known = self._fingerprints.get(spec.job_id)
+            if known is not None and known != mark:
+                raise conflict(spec)
+            current = self._statuses.get(spec.job_id)
+            if known is not None and current is not None and current.get("state") != "failed":
+                return status_view(current, self.storage)  # the same request again: the job already exists
+            self._fingerprints[spec.job_id] = mark
+            while len(self._fingerprints) > MAX_TRACKED:
+                self._fingerprints.popitem(last=False)
+        status = queued_status(spec.job_id, requested_mode(spec, self.default_mode), self.storage.uri_for(spec.job_id))
         try:
-            request_value = events.encode("render.requested.v1", payload)
-            status_value = events.encode("render.status.v1", status)
-        except InvalidEvent as exc:  # e.g. a resolved file:// URI longer than the schema allows
-            raise InvalidParameter(f"The request cannot be published: {exc.message}.") from exc
-        self._producer.produce(self.topics.status, key=spec.job_id, value=status_value,
-                               headers=events.ce_headers("render.status.v1", spec.job_id), on_delivery=delivered)
-        self._producer.produce(self.topics.requested, key=spec.job_id,
-                               value=request_value,
-                               headers=events.ce_headers("render.requested.v1", spec.job_id), on_delivery=delivered)
-        remaining = self._producer.flush(15)
-        if remaining or errors:
-            raise BackendUnavailable(f"The render request could not be published: {'; '.join(errors) or 'timed out'}.")
+            publish_request(self._producer, self.topics, spec.request_event(status["updatedAt"]), status=status)
+        except Exception as exc:
+            if known is None:
+                with self._lock:
+                    self._fingerprints.pop(spec.job_id, None)  # never published: the key names no job yet
+            if isinstance(exc, InvalidEvent):  # e.g. a resolved file:// URI longer than the schema allows
+                raise InvalidParameter(f"The request cannot be published: {exc.message}.") from exc
+            raise
         self._remember(status, prefer_existing=True)
-        return self.status(spec.job_id) or self._shape(status)
+        return self.status(spec.job_id) or status_view(status, self.storage)
 
     def ready(self) -> bool:
         if time.monotonic() - self._ready_at < 5:
@@ -112,17 +95,10 @@ class KafkaBackend:
     def status(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
             status = self._statuses.get(job_id)
-            return self._shape(status) if status else None
+            return status_view(status, self.storage) if status else None
 
     def wait_until_following(self, timeout: float = 30) -> bool:
         return self._assigned.wait(timeout)
-
-    def _shape(self, status: dict[str, Any]) -> dict[str, Any]:
-        shaped = {k: v for k, v in status.items() if k not in ("outputUri", "durations")}
-        shaped["output"] = status.get("outputUri") or self.storage.uri_for(status["jobId"])
-        if status.get("durations"):
-            shaped["timings"] = {k: v for k, v in status["durations"].items() if k in DURATION_NAMES}
-        return shaped
 
     def _remember(self, update: dict[str, Any], prefer_existing: bool = False) -> None:
         job_id = update["jobId"]
@@ -171,9 +147,7 @@ class KafkaBackend:
             if not isinstance(value, dict) or not isinstance(value.get("jobId"), str):
                 continue
             if message.topic() == self.topics.completed:
-                self._remember({"jobId": value["jobId"], "state": "succeeded", "durations": value.get("durations"),
-                                "outputUri": value.get("outputUri"), "engine": value.get("engine"),
-                                "mode": value.get("mode"), "bytes": value.get("bytes"), "sha256": value.get("sha256")})
+                self._remember(succeeded_status(value))
             else:
                 self._remember({k: v for k, v in value.items() if k != "workerId"})
 
