@@ -15,14 +15,16 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
+from engines import SAMPLES
 from engines.media_audio import load_audio, write_wav
 from engines.pipeline import RenderRequest, render
+from engines.registry import EngineRegistry
+from engines.settings import WAV2LIP_BASES, ModelSettings
+from engines.wav2lip import WAV2LIP_IO
 
-SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
 BATCHES = (1, 32, 128)
 
 
@@ -38,11 +40,9 @@ def random_checkpoint(path: Path) -> Path:
 
 
 def model_speed(runner, batches=BATCHES, min_seconds: float = 2.0) -> dict[str, float]:
-    rng = np.random.default_rng(0)
     result = {}
     for batch in batches:
-        mel = rng.uniform(-4, 4, (batch, 1, 80, 16)).astype(np.float32)
-        faces = rng.uniform(0, 1, (batch, 6, 96, 96)).astype(np.float32)
+        mel, faces = WAV2LIP_IO.example_inputs(batch)
         runner(mel, faces)  # warm-up
         frames, started = 0, time.perf_counter()
         while frames == 0 or time.perf_counter() - started < min_seconds:
@@ -52,31 +52,23 @@ def model_speed(runner, batches=BATCHES, min_seconds: float = 2.0) -> dict[str, 
     return result
 
 
-def end_to_end(checkpoint: Path, seconds: float, size: int, workdir: Path) -> dict:
+def end_to_end(settings: ModelSettings, checkpoint: Path, seconds: float, size: int, workdir: Path) -> dict:
     audio_path = write_wav(workdir / "clip.wav", load_audio(SAMPLES / "speech.wav").trimmed(seconds).samples)
     figures = {}
-    previous = {k: os.environ.get(k) for k in ("WAV2LIP_CKPT", "WAV2LIP_BASE")}
-    os.environ["WAV2LIP_CKPT"] = str(checkpoint)
-    try:
-        for base in ("still", "landmark-warp"):
-            os.environ["WAV2LIP_BASE"] = base
-            request = RenderRequest(face_path=SAMPLES / "portrait.jpg", audio_path=audio_path,
-                                    out_path=workdir / f"{base}.mp4", engine="wav2lip", size=size)
-            render(request)  # warm-up: model load, Face Mesh graph
-            result = render(request)
-            figures[base] = {
-                "render_seconds": result.render_seconds, "frames": result.frames,
-                "frames_per_second": round(result.frames / result.render_seconds, 1),
-                "real_time_factor": round(result.render_seconds / result.audio_seconds, 3),
-                "engine_seconds": result.frames_seconds, "encode_seconds": result.encode_seconds,
-                "first_frame_seconds": result.first_frame_seconds,
-            }
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    for base in WAV2LIP_BASES:
+        engines = EngineRegistry.for_settings(replace(settings, wav2lip_ckpt=checkpoint, wav2lip_base=base))
+        request = RenderRequest(face_path=SAMPLES / "portrait.jpg", audio_path=audio_path,
+                                out_path=workdir / f"{base}.mp4", engine="wav2lip", size=size)
+        render(request, engines)  # warm-up: model load, Face Mesh graph
+        result = render(request, engines)
+        engines.close()
+        figures[base] = {
+            "render_seconds": result.render_seconds, "frames": result.frames,
+            "frames_per_second": round(result.frames / result.render_seconds, 1),
+            "real_time_factor": round(result.render_seconds / result.audio_seconds, 3),
+            "engine_seconds": result.frames_seconds, "encode_seconds": result.encode_seconds,
+            "first_frame_seconds": result.first_frame_seconds,
+        }
     return figures
 
 
@@ -85,14 +77,15 @@ def run_wav2lip_bench(args) -> int:
 
     from engines.hardware import detect
     from engines.wav2lip.checkpoint import load_wav2lip
-    from engines.wav2lip.runtime import TorchRunner, torch_device
+    from engines.wav2lip.runtime import TorchRunner
 
-    hardware = detect()
+    settings = ModelSettings.from_env(os.environ)
+    hardware = detect(settings.force_cpu)
     seconds = float(getattr(args, "seconds", 10.0))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         checkpoint = random_checkpoint(workdir / "wav2lip_gan.pth")
-        device = torch_device(hardware.cuda)
+        device = "cuda" if hardware.cuda else "cpu"
         report = {
             "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "platform": platform.platform(), "device": device,
@@ -104,10 +97,10 @@ def run_wav2lip_bench(args) -> int:
             from engines.tensorrt_cache import find_engine
             from engines.tensorrt_runner import TensorRTRunner
 
-            engine = find_engine(checkpoint)
+            engine = find_engine(checkpoint, settings.trt_cache_dir)
             report["model_frames_per_second"]["tensorrt-fp16"] = (
-                model_speed(TensorRTRunner(engine)) if engine else "no engine built (run avatar-renderer trt-build)")
-        report[f"end_to_end_{seconds:g}s_512"] = end_to_end(checkpoint, seconds, 512, workdir)
+                model_speed(TensorRTRunner(engine, WAV2LIP_IO)) if engine else "no engine built (run avatar-renderer trt-build)")
+        report[f"end_to_end_{seconds:g}s_512"] = end_to_end(settings, checkpoint, seconds, 512, workdir)
     text = json.dumps(report, indent=2)
     out = Path(getattr(args, "out", None) or "out/bench_wav2lip.json")
     if out == Path("out/bench.json"):  # bench's default belongs to the built-in engine's figures

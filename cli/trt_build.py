@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,13 +12,13 @@ from pathlib import Path
 from engines.settings import ModelSettings
 
 
-def gpu_ready() -> str:
+def gpu_ready(settings: ModelSettings) -> str:
     """Empty when a CUDA GPU and the tensorrt package are both usable; otherwise what is missing."""
     import importlib.util
 
     from engines.hardware import detect
 
-    if not detect().cuda:
+    if not detect(settings.force_cpu).cuda:
         return "no NVIDIA GPU with CUDA was found"
     if importlib.util.find_spec("tensorrt") is None:
         return "the tensorrt package is not installed (pip install 'avatar-renderer[tensorrt]')"
@@ -25,19 +26,21 @@ def gpu_ready() -> str:
 
 
 def run_trt_build(args: argparse.Namespace) -> int:
-    from engines.wav2lip.checkpoint import CheckpointError, load_wav2lip
+    from engines.files import remembered_sha256
+    from engines.tensorrt_cache import engine_path
+    from engines.wav2lip.checkpoint import load_wav2lip
+    from schemas.errors import CheckpointError
+    from trt_build.onnx_export import export_onnx, onnx_parity
 
-    from engines.tensorrt_cache import cache_dir, checkpoint_sha256, engine_path
-    from .onnx_export import export_onnx, onnx_parity
-
-    checkpoint = Path(args.checkpoint) if args.checkpoint else ModelSettings.from_env().wav2lip_ckpt
+    settings = ModelSettings.from_env(os.environ)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else settings.wav2lip_ckpt
     try:
         model = load_wav2lip(checkpoint)
     except CheckpointError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    folder = Path(args.cache_dir) if args.cache_dir else cache_dir()
-    report: dict = {"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256(checkpoint)}
+    folder = Path(args.cache_dir) if args.cache_dir else settings.trt_cache_dir
+    report: dict = {"checkpoint": str(checkpoint), "checkpoint_sha256": remembered_sha256(checkpoint)}
     started = time.perf_counter()
     onnx_path = export_onnx(model, folder / f"wav2lip-{report['checkpoint_sha256'][:16]}.onnx")
     report["onnx"] = str(onnx_path)
@@ -50,7 +53,7 @@ def run_trt_build(args: argparse.Namespace) -> int:
     if args.onnx_only or not ok:
         print(json.dumps(report, indent=2))
         return 0 if ok else 1
-    missing = gpu_ready()
+    missing = gpu_ready(settings)
     if missing:
         report["tensorrt"] = f"not built: {missing}"
         print(json.dumps(report, indent=2))
@@ -63,17 +66,18 @@ def run_trt_build(args: argparse.Namespace) -> int:
 def _build_and_check(args, model, checkpoint, onnx_path, folder, report, engine_path) -> int:
     import numpy as np
 
-    from .build import build_engine
-    from .onnx_export import example_inputs, torch_outputs
-    from .runtime import TensorRTRunner
+    from engines.tensorrt_runner import TensorRTRunner
+    from engines.wav2lip import WAV2LIP_IO
+    from trt_build.build import build_engine
+    from trt_build.onnx_export import example_inputs, torch_outputs
 
-    target = engine_path(checkpoint, folder=folder)
+    target = engine_path(checkpoint, folder)
     started = time.perf_counter()
     build_engine(onnx_path, target, max_batch=args.max_batch, opt_batch=args.opt_batch, fp16=not args.fp32,
                  workspace_bytes=int(args.workspace_gb * (1 << 30)))
     report["engine"] = str(target)
     report["engine_build_seconds"] = round(time.perf_counter() - started, 1)
-    runner = TensorRTRunner(target)
+    runner = TensorRTRunner(target, WAV2LIP_IO)
     mel, faces = example_inputs(4, seed=9)
     diff = float(np.max(np.abs(runner(mel, faces) - torch_outputs(model.cpu(), mel, faces))))
     report["tensorrt_max_abs_diff"] = diff

@@ -20,25 +20,19 @@ warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", categor
 
 # Landmark indices of the Face Mesh topology (canonical_face_model_uv_visualization in the MediaPipe docs).
 LIPS_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
-LIPS_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
 UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
 LOWER_INNER_LIP = [308, 324, 318, 402, 317, 14, 87, 178, 88, 95, 78]
-UPPER_OUTER_LIP = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
-LOWER_OUTER_LIP = [291, 375, 321, 405, 314, 17, 84, 181, 91, 146, 61]
 MOUTH_CORNERS = (61, 291)
 INNER_LIP_MID = (13, 14)  # upper, lower
 CHIN = 152
 NOSE_TIP = 1
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
              148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
-JAWLINE = [234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 454]
-# Per eye: upper lid (corner to corner), lower lid, brow points above it.
+# Per eye: upper lid (corner to corner), lower lid.
 RIGHT_EYE_UPPER = [33, 246, 161, 160, 159, 158, 157, 173, 133]
 RIGHT_EYE_LOWER = [33, 7, 163, 144, 145, 153, 154, 155, 133]
-RIGHT_BROW = [70, 63, 105, 66, 107, 46, 53, 52, 65, 55]
 LEFT_EYE_UPPER = [263, 466, 388, 387, 386, 385, 384, 398, 362]
 LEFT_EYE_LOWER = [263, 249, 390, 373, 374, 380, 381, 382, 362]
-LEFT_BROW = [300, 293, 334, 296, 336, 276, 283, 282, 295, 285]
 
 
 @dataclass(frozen=True)

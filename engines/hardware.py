@@ -15,9 +15,10 @@ class Hardware:
     nvenc: bool = False
 
 
-@functools.lru_cache(maxsize=1)
-def detect() -> Hardware:
-    if os.environ.get("AVATAR_FORCE_CPU") == "1":
+@functools.lru_cache(maxsize=2)
+def detect(force_cpu: bool = False) -> Hardware:
+    """This machine's accelerators (remembered per process); force_cpu (AVATAR_FORCE_CPU) ignores any GPU."""
+    if force_cpu:
         return Hardware(cuda=False)
     cuda = _cuda_available()
     tensorrt = cuda and importlib.util.find_spec("tensorrt") is not None

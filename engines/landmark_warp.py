@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from . import face
-from .base import Engine, EngineJob
+from .base import Engine, EngineJob, Holding
 from .eye_blink import blink_track, eye_rigs
 from .head_motion import HeadRig, motion_track
 from .mouth_track import mouth_track
@@ -30,6 +30,19 @@ class LandmarkWarpEngine(Engine):
         "(not a neural model, not Wav2Lip)"
     )
     needs_gpu = False
+
+    def _load(self) -> Holding:
+        """No weights: Face Mesh and the phone decoder are loaded by their own shared instances on first use."""
+        return Holding(device="cpu", precision="none", backend="numpy+opencv")
+
+    def warm_up(self) -> None:
+        """Build the phone decoder and a Face Mesh graph now, so the first job does not pay for them."""
+        from .face import shared_analyzer
+        from .phonemes import recognise_phones
+
+        self.load()
+        shared_analyzer()
+        recognise_phones(np.zeros(16000, dtype=np.float32))
 
     def render(self, job: EngineJob) -> Iterator[np.ndarray]:
         n_frames = job.frame_count

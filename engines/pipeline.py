@@ -14,11 +14,10 @@ from .base import EngineJob
 from .encoder import Mp4Writer
 from schemas.errors import InputError, InvalidParameter, RenderError
 from .face import frame_portrait
-from .hardware import Hardware, detect
 from .media_audio import load_audio
 from .media_image import load_portrait
-from .registry import resolve
-from .settings import QUALITY_MODES, ModelSettings
+from .registry import EngineRegistry
+from .settings import QUALITY_MODES
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +85,14 @@ def check_seed(seed: int) -> int:
     return seed
 
 
-def render(
-    request: RenderRequest, settings: ModelSettings | None = None, hardware: Hardware | None = None
-) -> RenderResult:
-    """Render one request to request.out_path (written to a temporary name, then moved into place)."""
+def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
+    """Render one request to request.out_path (written to a temporary name, then moved into place), with an
+    engine of the process's registry (built once; the chosen engine loads its models on first use)."""
     started = time.perf_counter()
     validate(request)
-    settings = settings or ModelSettings.from_env()
-    resolution = resolve(request.mode, request.engine, settings, hardware or detect())
+    settings = engines.settings
+    resolution = engines.resolve(request.mode, request.engine)
+    resolution.engine.load()
     portrait = load_portrait(request.face_path, settings.max_image_pixels)
     audio = load_audio(request.audio_path, settings.max_audio_seconds)
     framed = frame_portrait(portrait, request.size)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from engines.base import Engine, EngineJob
-from schemas.errors import EngineUnavailable
 from engines.hardware import Hardware
 from engines.landmark_warp import LandmarkWarpEngine
-from engines.registry import all_engines, resolve
-from engines.settings import ModelSettings, SettingsError
+from engines.registry import EngineRegistry
+from engines.settings import ModelSettings
+from schemas.errors import EngineUnavailable, InvalidParameter, SettingsError
 
 CPU = Hardware(cuda=False)
 GPU = Hardware(cuda=True)
@@ -20,12 +20,13 @@ GPU = Hardware(cuda=True)
 class CheckpointEngine(Engine):
     """A test double of a neural engine: availability comes from the real base-class checks."""
 
-    def __init__(self, name, mode, needs_gpu, checkpoint):
+    def __init__(self, settings, hardware, name, mode, needs_gpu, checkpoint):
+        super().__init__(settings, hardware)
         self.name, self.mode, self.needs_gpu, self._checkpoint = name, mode, needs_gpu, checkpoint
         self.description = name
 
-    def required_checkpoints(self, settings):
-        return [self._checkpoint(settings)]
+    def required_checkpoints(self):
+        return [self._checkpoint(self.settings)]
 
     def render(self, job: EngineJob) -> Iterator[np.ndarray]:
         raise AssertionError("not rendered in these tests")
@@ -35,11 +36,18 @@ def _settings(tmp_path, **env):
     return ModelSettings.from_env({"MODEL_ROOT": str(tmp_path / "models"), **env})
 
 
-def _engines():
-    builtin = LandmarkWarpEngine()
-    wav2lip = CheckpointEngine("wav2lip", "real_time", False, lambda s: s.wav2lip_ckpt)
-    hq = CheckpointEngine("fomm-diff2lip", "high_quality", True, lambda s: s.diff2lip_ckpt_dir / "model.pt")
-    return {e.name: e for e in (builtin, wav2lip, hq)}
+def _engines(settings, hardware, with_hq=True):
+    """A registry with the built-in engine, a wav2lip double and (optionally) a high_quality double."""
+    engines = [LandmarkWarpEngine(settings, hardware),
+               CheckpointEngine(settings, hardware, "wav2lip", "real_time", False, lambda s: s.wav2lip_ckpt)]
+    if with_hq:
+        engines.append(CheckpointEngine(settings, hardware, "fomm-diff2lip", "high_quality", True,
+                                        lambda s: s.diff2lip_ckpt_dir / "model.pt"))
+    return EngineRegistry(settings, hardware, engines)
+
+
+def resolve(mode, engine, settings, hardware, registry=None):
+    return (registry or _engines(settings, hardware)).resolve(mode, engine)
 
 
 def _touch(path: Path):
@@ -49,14 +57,14 @@ def _touch(path: Path):
 
 def test_fresh_machine_uses_builtin_and_says_why(tmp_path, caplog):
     caplog.set_level("INFO")
-    chosen = resolve("auto", None, _settings(tmp_path), CPU, _engines())
+    chosen = resolve("auto", None, _settings(tmp_path), CPU)
     assert chosen.engine.name == "landmark-warp" and chosen.mode == "real_time"
     assert "models download" in chosen.why and "GPU" in chosen.why
     assert "landmark-warp" in caplog.text
 
 
 def test_fallback_reason_names_the_download_once_with_the_real_engines(tmp_path):
-    chosen = resolve("auto", None, _settings(tmp_path), CPU)
+    chosen = EngineRegistry(_settings(tmp_path), CPU).resolve("auto", None)
     assert chosen.engine.name == "landmark-warp"
     assert "wav2lip" in chosen.why and chosen.why.count("models download") == 1, chosen.why
 
@@ -64,7 +72,7 @@ def test_fallback_reason_names_the_download_once_with_the_real_engines(tmp_path)
 def test_auto_picks_neural_real_time_when_its_checkpoint_is_there(tmp_path):
     settings = _settings(tmp_path)
     _touch(settings.wav2lip_ckpt)
-    chosen = resolve("auto", None, settings, CPU, _engines())
+    chosen = resolve("auto", None, settings, CPU)
     assert chosen.engine.name == "wav2lip" and chosen.mode == "real_time"
 
 
@@ -72,21 +80,21 @@ def test_auto_picks_high_quality_with_gpu_and_fomm_diff2lip(tmp_path):
     settings = _settings(tmp_path)
     _touch(settings.fomm_ckpt_dir / "vox-cpk.pth.tar")
     _touch(settings.diff2lip_ckpt_dir / "model.pt")
-    assert resolve("auto", None, settings, GPU, _engines()).mode == "high_quality"
+    assert resolve("auto", None, settings, GPU).mode == "high_quality"
     # Same checkpoints, no GPU: falls back to the real_time path.
-    assert resolve("auto", None, settings, CPU, _engines()).engine.name == "landmark-warp"
+    assert resolve("auto", None, settings, CPU).engine.name == "landmark-warp"
 
 
 def test_high_quality_without_gpu_names_what_is_missing(tmp_path):
     with pytest.raises(EngineUnavailable) as error:
-        resolve("high_quality", None, _settings(tmp_path), CPU, _engines())
+        resolve("high_quality", None, _settings(tmp_path), CPU)
     message = str(error.value)
     assert "GPU" in message and "FOMM_CKPT_DIR" in message and "DIFF2LIP_CKPT_DIR" in message
 
 
 def test_high_quality_with_gpu_but_no_checkpoints(tmp_path):
     with pytest.raises(EngineUnavailable) as error:
-        resolve("high_quality", None, _settings(tmp_path), GPU, _engines())
+        resolve("high_quality", None, _settings(tmp_path), GPU)
     assert "GPU" not in str(error.value) and "FOMM" in str(error.value)
 
 
@@ -94,33 +102,32 @@ def test_high_quality_in_this_build_without_its_engine(tmp_path):
     settings = _settings(tmp_path)
     _touch(settings.fomm_ckpt_dir / "vox-cpk.pth.tar")
     _touch(settings.diff2lip_ckpt_dir / "model.pt")
-    engines = {name: e for name, e in all_engines().items() if e.mode != "high_quality"}
-    with pytest.raises(EngineUnavailable, match="high_quality"):
-        resolve("high_quality", None, settings, GPU, engines)
+    with pytest.raises(EngineUnavailable, match="high_quality mode .* is not built into this version yet"):
+        resolve("high_quality", None, settings, GPU, _engines(settings, GPU, with_hq=False))
 
 
 def test_real_time_falls_back_to_builtin_on_cpu(tmp_path):
-    assert resolve("real_time", None, _settings(tmp_path), CPU, _engines()).engine.name == "landmark-warp"
+    assert resolve("real_time", None, _settings(tmp_path), CPU).engine.name == "landmark-warp"
 
 
 def test_explicit_engine(tmp_path):
     settings = _settings(tmp_path)
-    assert resolve(None, "landmark-warp", settings, CPU, _engines()).engine.name == "landmark-warp"
-    with pytest.raises(EngineUnavailable, match="Unknown engine 'wav2lip2'.*landmark-warp"):
-        resolve(None, "wav2lip2", settings, CPU, _engines())
+    assert resolve(None, "landmark-warp", settings, CPU).engine.name == "landmark-warp"
+    with pytest.raises(InvalidParameter, match="Unknown engine 'wav2lip2'.*landmark-warp"):
+        resolve(None, "wav2lip2", settings, CPU)
     with pytest.raises(EngineUnavailable, match="wav2lip cannot run here: .*checkpoints are missing"):
-        resolve(None, "wav2lip", settings, CPU, _engines())
+        resolve(None, "wav2lip", settings, CPU)
 
 
 def test_default_mode_from_environment(tmp_path):
     settings = _settings(tmp_path, DEFAULT_QUALITY_MODE="high_quality")
     with pytest.raises(EngineUnavailable, match="high_quality"):
-        resolve(None, None, settings, CPU, _engines())
+        resolve(None, None, settings, CPU)
 
 
 def test_unknown_mode(tmp_path):
-    with pytest.raises(EngineUnavailable, match="Unknown quality mode 'fast'"):
-        resolve("fast", None, _settings(tmp_path), CPU, _engines())
+    with pytest.raises(InvalidParameter, match="Unknown quality mode 'fast'"):
+        resolve("fast", None, _settings(tmp_path), CPU)
 
 
 def test_settings_follow_seed_variables(tmp_path):
@@ -138,8 +145,35 @@ def test_settings_follow_seed_variables(tmp_path):
 @pytest.mark.parametrize("env,needle", [
     ({"DEFAULT_QUALITY_MODE": "best"}, "DEFAULT_QUALITY_MODE"),
     ({"MAX_IMAGE_PIXELS": "lots"}, "MAX_IMAGE_PIXELS"),
-    ({"MAX_AUDIO_SECONDS": "-1"}, "positive"),
+    ({"MAX_AUDIO_SECONDS": "-1"}, "MAX_AUDIO_SECONDS must be at least"),
 ])
 def test_bad_settings_are_named(env, needle):
     with pytest.raises(SettingsError, match=needle):
         ModelSettings.from_env(env)
+
+
+def test_an_engine_with_a_mode_it_does_not_serve_is_refused_not_silently_changed(tmp_path):
+    settings = _settings(tmp_path)
+    with pytest.raises(InvalidParameter, match="landmark-warp serves real_time, not high_quality"):
+        resolve("high_quality", "landmark-warp", settings, CPU)
+    assert resolve("auto", "landmark-warp", settings, CPU).mode == "real_time"
+    assert resolve("real_time", "landmark-warp", settings, CPU).engine.name == "landmark-warp"
+    # The server's DEFAULT_QUALITY_MODE does not override an engine the request names.
+    hq_default = _settings(tmp_path, DEFAULT_QUALITY_MODE="high_quality")
+    assert resolve(None, "landmark-warp", hq_default, CPU).engine.name == "landmark-warp"
+
+
+def test_this_build_says_high_quality_is_not_built_yet(tmp_path):
+    """With the engines this build really registers, high_quality says it is not built, not 'get a GPU'."""
+    with pytest.raises(EngineUnavailable, match="not built into this version yet") as error:
+        EngineRegistry(_settings(tmp_path), GPU).resolve("high_quality", None)
+    assert "FOMM_CKPT_DIR" not in str(error.value)
+    fallback = EngineRegistry(_settings(tmp_path), CPU).resolve("auto", None)
+    assert "high_quality is not built into this version yet" in fallback.why
+
+
+def test_registry_builds_each_engine_once(tmp_path):
+    engines = EngineRegistry(_settings(tmp_path), CPU)
+    first = engines.resolve("real_time", None).engine
+    assert engines.resolve("auto", None).engine is first is engines.engines["landmark-warp"]
+    assert {e["name"] for e in engines.describe()} == {"landmark-warp", "wav2lip"}

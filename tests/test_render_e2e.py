@@ -10,19 +10,23 @@ import pytest
 from engines import face
 from engines.media_audio import ANALYSIS_RATE, load_audio
 from engines.media_image import load_portrait
+from engines.hardware import Hardware
 from engines.pipeline import RenderRequest, render
+from engines.registry import EngineRegistry
+from engines.settings import ModelSettings
 from tests.media_fixtures import PORTRAIT, speech_with_pause
 
 pytestmark = pytest.mark.slow
 SIZE, FPS = 384, 25
 PAUSE = (2.0, 3.2)  # seconds of silence in the clip
+ENGINES = EngineRegistry(ModelSettings(), Hardware(cuda=False))
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e")
     audio_path = speech_with_pause(workdir / "speech.wav", before=2.0, pause=1.2, after=2.5)
-    result = render(RenderRequest(PORTRAIT, audio_path, workdir / "out.mp4", mode="real_time", size=SIZE, fps=FPS))
+    result = render(RenderRequest(PORTRAIT, audio_path, workdir / "out.mp4", mode="real_time", size=SIZE, fps=FPS), ENGINES)
     with av.open(result.output) as container:
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     return result, frames, load_audio(audio_path)
@@ -94,7 +98,7 @@ def test_blinks_happen(rendered):
 def test_same_seed_same_video(rendered, tmp_path):
     result, frames, _ = rendered
     again = render(RenderRequest(PORTRAIT, Path(result.output).parent / "speech.wav", tmp_path / "again.mp4",
-                                 mode="real_time", size=SIZE, fps=FPS))
+                                 mode="real_time", size=SIZE, fps=FPS), ENGINES)
     with av.open(again.output) as container:
         first = next(container.decode(video=0)).to_ndarray(format="rgb24")
     assert np.array_equal(first, frames[0])

@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from engines.wav2lip import WAV2LIP_IO  # noqa: E402
 from engines.wav2lip.runtime import TorchRunner  # noqa: E402
 from tests.wav2lip_fixtures import random_model, save_upstream  # noqa: E402
 from engines.tensorrt_cache import engine_filename, engine_path, find_engine  # noqa: E402
@@ -79,10 +80,10 @@ def test_cli_exports_and_checks_onnx_without_a_gpu(tmp_path, capsys, monkeypatch
 
 
 def test_runtime_falls_back_to_torch_without_gpu(tmp_path):
-    from engines.wav2lip.runtime import load_runner
+    from engines.wav2lip.runtime import build_runner
 
     checkpoint = save_upstream(random_model(seed=4), tmp_path / "w.pth")
-    runner = load_runner(checkpoint, cuda=False, tensorrt=False)
+    runner = build_runner(checkpoint, cuda=False, tensorrt=False, backend="auto", trt_cache_dir=tmp_path)
     assert isinstance(runner, TorchRunner) and runner.label == "torch-cpu"
     mel, faces = example_inputs(2)
     assert runner(mel, faces).shape == (2, 3, 96, 96)
@@ -98,7 +99,7 @@ def test_tensorrt_fp16_engine_matches_torch_and_is_faster(model, onnx_file, tmp_
     from engines.tensorrt_runner import TensorRTRunner
 
     engine_file = build_engine(onnx_file, tmp_path / "w.engine", max_batch=128, opt_batch=32)
-    trt_runner = TensorRTRunner(engine_file)
+    trt_runner = TensorRTRunner(engine_file, WAV2LIP_IO)
     torch_runner = TorchRunner(model, "cuda")
     for batch in (1, 32, 128, 130):  # 130: split over the profile's maximum
         mel, faces = example_inputs(batch, seed=batch)
@@ -121,11 +122,10 @@ def test_tensorrt_fp16_engine_matches_torch_and_is_faster(model, onnx_file, tmp_
 @pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU with CUDA")
 def test_engine_found_in_cache_is_used(model, onnx_file, tmp_path, monkeypatch):
     pytest.importorskip("tensorrt")
-    from engines.wav2lip.runtime import load_runner
+    from engines.wav2lip.runtime import build_runner
     from trt_build.build import build_engine
 
-    monkeypatch.setenv("TRT_CACHE_DIR", str(tmp_path))
     checkpoint = save_upstream(model, tmp_path / "w.pth")
-    assert find_engine(checkpoint) is None
-    build_engine(onnx_file, engine_path(checkpoint), max_batch=16, opt_batch=8)
-    assert load_runner(checkpoint, cuda=True, tensorrt=True).label == "tensorrt-fp16"
+    assert find_engine(checkpoint, tmp_path) is None
+    build_engine(onnx_file, engine_path(checkpoint, tmp_path), max_batch=16, opt_batch=8)
+    assert build_runner(checkpoint, cuda=True, tensorrt=True, backend="auto", trt_cache_dir=tmp_path).label == "tensorrt-fp16"

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from engines import face
-from engines.wav2lip.crops import face_box, int_box, model_inputs, mouth_mask, paste_mouth, smooth_boxes
+from scipy.ndimage import uniform_filter1d
+
+from engines.wav2lip.crops import face_box, int_box, model_inputs, mouth_mask, paste_mouth
 from engines.wav2lip.sources import tracked, with_boxes
 
 
@@ -56,7 +58,9 @@ def test_streamed_smoothing_equals_the_batch_moving_average(job):
     rng = np.random.default_rng(0)
     marks = [job.landmarks + rng.normal(0, 2, (1, 2)).astype(np.float32) for _ in range(11)]
     streamed = [box for _, _, box in with_boxes(((job.portrait, m) for m in marks), (256, 256))]
-    batch = [int_box(b) for b in smooth_boxes(np.stack([face_box(m, (256, 256)) for m in marks]))]
+    # The batch reference: a centred 5-frame moving average with the end boxes repeated (scipy's "nearest").
+    boxes = np.stack([face_box(m, (256, 256)) for m in marks])
+    batch = [int_box(b) for b in uniform_filter1d(boxes, size=5, axis=0, mode="nearest")]
     assert streamed == batch
     jitter = np.std(np.diff([b[0] for b in batch]))
     assert jitter < np.std(np.diff([face_box(m, (256, 256))[0] for m in marks]))

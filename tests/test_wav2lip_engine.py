@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 
 from engines import face  # noqa: E402
 from engines.hardware import Hardware  # noqa: E402
-from engines.registry import all_engines, resolve  # noqa: E402
+from engines.landmark_warp import LandmarkWarpEngine  # noqa: E402
+from engines.registry import EngineRegistry  # noqa: E402
 from engines.settings import ModelSettings  # noqa: E402
 from engines.wav2lip.crops import face_box, int_box, mouth_mask  # noqa: E402
 from engines.wav2lip.engine import Wav2LipEngine  # noqa: E402
@@ -35,8 +36,13 @@ def job():
     return portrait_job(size=256, seconds=0.6)
 
 
-def render(checkpoint, job, **kwargs):
-    engine = Wav2LipEngine(checkpoint=checkpoint, hardware=CPU, **{"base": "still", **kwargs})
+def settings_for(checkpoint, base="still", batch_size=0):
+    return ModelSettings(wav2lip_ckpt=checkpoint, wav2lip_base=base, wav2lip_batch=batch_size)
+
+
+def render(checkpoint, job, base="still", batch_size=0):
+    settings = settings_for(checkpoint, base, batch_size)
+    engine = Wav2LipEngine(settings, CPU, base_engine=LandmarkWarpEngine(settings, CPU))
     return list(engine.render(job))
 
 
@@ -74,9 +80,7 @@ def test_batch_size_does_not_change_the_frames(checkpoint, job):
 
 
 def test_built_in_engine_frames_underneath(checkpoint, job):
-    from engines.landmark_warp import LandmarkWarpEngine
-
-    base = list(LandmarkWarpEngine().render(job))
+    base = list(LandmarkWarpEngine(ModelSettings(), CPU).render(job))
     frames = render(checkpoint, job, base="landmark-warp", batch_size=8)
     assert len(frames) == len(base)
     nose_bottom = int(job.landmarks[2][1]) - 8  # the head sways a few pixels
@@ -87,16 +91,47 @@ def test_built_in_engine_frames_underneath(checkpoint, job):
 
 
 def test_registry_lists_wav2lip_and_real_time_picks_it_when_the_checkpoint_exists(checkpoint, tmp_path):
-    assert "wav2lip" in all_engines()
-    present = ModelSettings.from_env({"MODEL_ROOT": str(tmp_path), "WAV2LIP_CKPT": str(checkpoint)})
-    assert resolve("real_time", None, present, CPU).engine.name == "wav2lip"
-    assert resolve("auto", None, present, CPU).engine.name == "wav2lip"
-    absent = ModelSettings.from_env({"MODEL_ROOT": str(tmp_path)})
-    fallback = resolve("real_time", None, absent, CPU)
+    present = EngineRegistry(ModelSettings.from_env({"MODEL_ROOT": str(tmp_path), "WAV2LIP_CKPT": str(checkpoint)}), CPU)
+    assert "wav2lip" in present.names()
+    assert present.resolve("real_time", None).engine.name == "wav2lip"
+    assert present.resolve("auto", None).engine.name == "wav2lip"
+    absent = EngineRegistry(ModelSettings.from_env({"MODEL_ROOT": str(tmp_path)}), CPU)
+    fallback = absent.resolve("real_time", None)
     assert fallback.engine.name == "landmark-warp" and "wav2lip_gan.pth" in fallback.why
 
 
+def test_engine_loads_once_describes_what_it_holds_and_releases_it(checkpoint, job):
+    from engines.files import file_sha256
+
+    engines = EngineRegistry(settings_for(checkpoint, batch_size=4), CPU)
+    wav2lip = engines.engines["wav2lip"]
+    assert not wav2lip.loaded and "device" not in wav2lip.describe()
+    held = wav2lip.load()
+    runner = wav2lip.runner
+    assert wav2lip.load() is held and wav2lip.runner is runner  # a second load() is free
+    list(wav2lip.render(job))
+    assert wav2lip.runner is runner  # rendering reuses the loaded model
+    described = wav2lip.describe()
+    assert described["loaded"] and described["device"] == "cpu" and described["backend"] == "torch-cpu"
+    assert described["precision"] == "fp32" and described["batchSize"] == 4
+    assert described["checkpoints"] == {str(checkpoint): file_sha256(checkpoint)}
+    engines.close()
+    assert not wav2lip.loaded and wav2lip.runner is None and "device" not in wav2lip.describe()
+
+
+def test_settings_reach_the_engine_without_the_environment(checkpoint, tmp_path, monkeypatch):
+    """The engine renders the checkpoint its settings name, whatever the environment says at render time."""
+    monkeypatch.setenv("WAV2LIP_CKPT", str(tmp_path / "elsewhere.pth"))
+    monkeypatch.setenv("WAV2LIP_BATCH", "1")
+    engines = EngineRegistry(settings_for(checkpoint, batch_size=3), CPU)
+    chosen = engines.resolve("real_time", None).engine
+    assert chosen.name == "wav2lip" and chosen.load().batch_size == 3
+    assert chosen.describe()["checkpoints"].keys() == {str(checkpoint)}
+
+
 def test_registry_import_does_not_import_torch():
-    code = "import sys, engines.registry as r; r.all_engines(); print('torch' in sys.modules)"
+    code = ("import sys; from engines.registry import EngineRegistry; from engines.settings import ModelSettings; "
+            "from engines.hardware import Hardware; EngineRegistry(ModelSettings(), Hardware(cuda=False)).describe(); "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -78,7 +78,6 @@ def portrait_job(size: int = 256, seconds: float = 0.4, fps: int = 25, audio=Non
 
 
 def inputs(batch: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    mel = rng.uniform(-4, 4, (batch, 1, 80, 16)).astype(np.float32)
-    faces = rng.uniform(0, 1, (batch, 6, 96, 96)).astype(np.float32)
-    return mel, faces
+    from engines.wav2lip import WAV2LIP_IO
+
+    return WAV2LIP_IO.example_inputs(batch, seed)

@@ -7,14 +7,15 @@ GPU in this repository's CI: the GPU tests (tests/test_trt_build.py, marked `gpu
 from __future__ import annotations
 
 from pathlib import Path
-from schemas.errors import TensorRTBuildError
 
-MEL_SHAPE = (1, 80, 16)
-FACE_SHAPE = (6, 96, 96)
+from engines.model_io import ModelIO
+from engines.wav2lip import WAV2LIP_IO
+from schemas.errors import TensorRTBuildError
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: int = 128, opt_batch: int = 32,
-                 fp16: bool = True, workspace_bytes: int = 4 << 30) -> Path:
+                 fp16: bool = True, workspace_bytes: int = 4 << 30,
+                 io: ModelIO = WAV2LIP_IO) -> Path:
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -32,8 +33,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     opt_batch = max(1, min(opt_batch, max_batch))
-    for name, shape in (("mel", MEL_SHAPE), ("faces", FACE_SHAPE)):
-        profile.set_shape(name, (1, *shape), (opt_batch, *shape), (max_batch, *shape))
+    for spec in io.inputs:
+        profile.set_shape(spec.name, spec.with_batch(1), spec.with_batch(opt_batch), spec.with_batch(max_batch))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -7,15 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-INPUTS = ("mel", "faces")
-OUTPUT = "generated"
+from engines.wav2lip import WAV2LIP_IO
+
 OPSET = 17
-
-
-def example_inputs(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return (rng.uniform(-4, 4, (batch, 1, 80, 16)).astype(np.float32),
-            rng.uniform(0, 1, (batch, 6, 96, 96)).astype(np.float32))
+example_inputs = WAV2LIP_IO.example_inputs
 
 
 def export_onnx(model, path: str | Path, opset: int = OPSET) -> Path:
@@ -28,8 +23,8 @@ def export_onnx(model, path: str | Path, opset: int = OPSET) -> Path:
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
         torch.onnx.export(
             model.eval(), (mel, faces), str(path), dynamo=False, opset_version=opset,
-            input_names=list(INPUTS), output_names=[OUTPUT],
-            dynamic_axes={name: {0: "batch"} for name in (*INPUTS, OUTPUT)},
+            input_names=WAV2LIP_IO.input_names, output_names=WAV2LIP_IO.output_names,
+            dynamic_axes={name: {0: "batch"} for name in (*WAV2LIP_IO.input_names, *WAV2LIP_IO.output_names)},
         )
     return path
 
@@ -55,6 +50,6 @@ def onnx_parity(model, path: str | Path, batches: tuple[int, ...] = (1, 3)) -> d
     result = {}
     for batch in batches:
         mel, faces = example_inputs(batch, seed=batch)
-        (onnx_out,) = session.run([OUTPUT], {"mel": mel, "faces": faces})
+        (onnx_out,) = session.run(WAV2LIP_IO.output_names, dict(zip(WAV2LIP_IO.input_names, (mel, faces))))
         result[batch] = float(np.max(np.abs(onnx_out - torch_outputs(model, mel, faces))))
     return result

@@ -6,7 +6,6 @@ object instead of leaving a second one, so a completion event seen twice names t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from engines.files import file_sha256
 from schemas.errors import RenderError, StorageError
 
 
@@ -26,14 +26,6 @@ class Stored:
 
 def object_name(job_id: str) -> str:
     return f"{job_id}.mp4"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FileStorage:
@@ -56,7 +48,7 @@ class FileStorage:
             except OSError:
                 pass
             raise StorageError(f"Storing the output in {self.directory} failed: {exc}.") from exc
-        return Stored(target.as_uri(), target.stat().st_size, sha256_of(target))
+        return Stored(target.as_uri(), target.stat().st_size, file_sha256(target))
 
 
 class S3Storage:
@@ -76,7 +68,7 @@ class S3Storage:
 
         if self._client is None:
             self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
-        digest = sha256_of(source)
+        digest = file_sha256(source)
         try:
             self._client.upload_file(
                 str(source), self.bucket, self._key(job_id),

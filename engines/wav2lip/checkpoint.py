@@ -8,7 +8,6 @@ refused with a message listing what is missing, unexpected or mis-shaped.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from schemas.errors import CheckpointError, EngineUnavailable
@@ -76,10 +75,3 @@ def load_wav2lip(path: str | Path):
     model.load_state_dict(state, strict=True)
     return model.eval()
 
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

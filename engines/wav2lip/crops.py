@@ -30,17 +30,6 @@ def face_box(landmarks: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
     return np.array([max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)], dtype=np.float64)
 
 
-def smooth_boxes(boxes: np.ndarray, window: int = 5) -> np.ndarray:
-    """Centred moving average of (N, 4) boxes over ``window`` frames (edges use the frames they have)."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if len(boxes) < 2 or window < 2:
-        return boxes.copy()
-    half = window // 2
-    padded = np.concatenate([np.repeat(boxes[:1], half, 0), boxes, np.repeat(boxes[-1:], half, 0)])
-    kernel = np.ones(2 * half + 1) / (2 * half + 1)
-    return np.stack([np.convolve(padded[:, k], kernel, mode="valid") for k in range(4)], axis=1)
-
-
 def int_box(box: np.ndarray) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     return x0, y0, max(x1, x0 + 2), max(y1, y0 + 2)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..base import Availability, Engine, EngineJob
-from ..hardware import Hardware, detect
+from ..base import Availability, Engine, EngineJob, Holding
+from ..files import remembered_sha256
+from ..hardware import Hardware
 from ..settings import ModelSettings
+from . import WAV2LIP_IO
 from .crops import model_inputs, mouth_mask, paste_mouth
 from .mel import frame_windows, melspectrogram
 from .sources import Pair, landmark_warp_frames, still_frames, with_boxes
 
-BASES = ("landmark-warp", "still")
 CPU_BATCH, GPU_BATCH = 16, 128
 
 
@@ -27,53 +27,53 @@ class Wav2LipEngine(Engine):
     description = "Wav2Lip neural lip-sync (official checkpoints) over the built-in engine's blinks and head motion"
     needs_gpu = False
 
-    def __init__(self, checkpoint: Path | None = None, base: str | None = None, batch_size: int | None = None,
-                 backend: str | None = None, hardware: Hardware | None = None):
-        """Unset arguments come from WAV2LIP_CKPT, WAV2LIP_BASE (landmark-warp | still), WAV2LIP_BATCH,
-        WAV2LIP_BACKEND (auto | torch | tensorrt) and the detected hardware."""
-        self._checkpoint = checkpoint
-        self._base = base
-        self._batch = batch_size
-        self._backend = backend
-        self._hardware = hardware
+    def __init__(self, settings: ModelSettings, hardware: Hardware, base_engine: Engine | None = None):
+        """base_engine: the built-in engine whose frames (blinks, head motion) Wav2Lip paints over when
+        WAV2LIP_BASE=landmark-warp (the registry passes its own, so it is built once)."""
+        super().__init__(settings, hardware)
+        self.base_engine = base_engine
+        self.checkpoint = Path(settings.wav2lip_ckpt)
+        self.batch_size = settings.wav2lip_batch or (GPU_BATCH if hardware.cuda else CPU_BATCH)
+        self.runner = None
 
-    def required_checkpoints(self, settings: ModelSettings) -> list[Path]:
-        return [self._checkpoint or settings.wav2lip_ckpt]
+    def required_checkpoints(self) -> list[Path]:
+        return [self.checkpoint]
 
-    def availability(self, settings: ModelSettings, hardware: Hardware) -> Availability:
+    def availability(self) -> Availability:
         if importlib.util.find_spec("torch") is None:
             return Availability(False, "wav2lip needs PyTorch; install the extra: pip install 'avatar-renderer[neural]'")
-        return super().availability(settings, hardware)
+        return super().availability()
 
-    def _settings(self) -> tuple[Path, str, int, str, Hardware]:
-        hardware = self._hardware or detect()
-        checkpoint = self._checkpoint or ModelSettings.from_env().wav2lip_ckpt
-        base = self._base or os.environ.get("WAV2LIP_BASE", "landmark-warp")
-        if base not in BASES:
-            from ..settings import SettingsError
+    def _load(self) -> Holding:
+        from .runtime import build_runner
 
-            raise SettingsError(f"WAV2LIP_BASE={base!r} is not one of {', '.join(BASES)}.")
-        batch = self._batch or int(os.environ.get("WAV2LIP_BATCH", GPU_BATCH if hardware.cuda else CPU_BATCH))
-        backend = self._backend or os.environ.get("WAV2LIP_BACKEND", "auto")
-        return Path(checkpoint), base, max(1, batch), backend, hardware
+        self.runner = build_runner(self.checkpoint, self.hardware.cuda, self.hardware.tensorrt,
+                                   self.settings.wav2lip_backend, self.settings.trt_cache_dir)
+        return Holding(device="cuda:0" if self.hardware.cuda else "cpu", precision=self.runner.precision,
+                       backend=self.runner.label, batch_size=self.batch_size,
+                       checkpoints={str(self.checkpoint): remembered_sha256(self.checkpoint)})
 
-    def runner(self):
-        from .runtime import load_runner
+    def warm_up(self) -> None:
+        self.load()
+        self.runner(*WAV2LIP_IO.example_inputs(1))
 
-        checkpoint, _, _, backend, hardware = self._settings()
-        return load_runner(checkpoint, hardware.cuda, hardware.tensorrt, backend)
+    def _release(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+        self.runner = None
 
     def render(self, job: EngineJob, base_frames: Iterable[Pair] | None = None) -> Iterator[np.ndarray]:
         """job.frame_count frames; ``base_frames`` (frame, landmarks) pairs replace the job's own base."""
-        _, base, batch_size, _, _ = self._settings()
-        runner = self.runner()
+        self.load()
+        runner = self.runner
         n_frames = job.frame_count
         windows = frame_windows(melspectrogram(job.audio.analysis_samples()), job.fps, n_frames)
         if base_frames is None:
-            base_frames = landmark_warp_frames(job) if base == "landmark-warp" else still_frames(job)
+            use_warp = self.settings.wav2lip_base == "landmark-warp" and self.base_engine is not None
+            base_frames = landmark_warp_frames(self.base_engine, job) if use_warp else still_frames(job)
         stream = with_boxes(itertools.islice(base_frames, n_frames), (job.size, job.size))
         done = 0
-        while chunk := list(itertools.islice(stream, batch_size)):
+        while chunk := list(itertools.islice(stream, self.batch_size)):
             frames, landmarks, boxes = zip(*chunk)
             mel = windows[done : done + len(chunk), None]
             generated = runner(mel, model_inputs(list(frames), list(boxes)))

@@ -3,7 +3,6 @@
 - still: the framed portrait, repeated.
 - landmark-warp: the built-in engine's frames (blinks, slight head motion); landmarks are re-measured every
   few frames and interpolated in between, since the head moves.
-- video: a looping avatar video (see video.py), played forwards then backwards so the loop has no jump.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..base import EngineJob
+from ..base import Engine, EngineJob
 from .crops import face_box, int_box
 
 Pair = tuple[np.ndarray, np.ndarray]  # (RGB frame, (478, 2) landmarks)
@@ -50,10 +49,9 @@ def tracked(frames: Iterable[np.ndarray], detect: Callable[[np.ndarray], np.ndar
         yield from flush(previous if found is None else found)
 
 
-def landmark_warp_frames(job: EngineJob, stride: int = 4) -> Iterator[Pair]:
+def landmark_warp_frames(base: Engine, job: EngineJob, stride: int = 4) -> Iterator[Pair]:
     """The built-in engine's frames for the same job (blinks, head motion), with tracked landmarks."""
     from ..face import shared_analyzer
-    from ..landmark_warp import LandmarkWarpEngine
 
     analyzer = shared_analyzer()
 
@@ -63,7 +61,7 @@ def landmark_warp_frames(job: EngineJob, stride: int = 4) -> Iterator[Pair]:
         except Exception:  # a warped frame without a detectable face keeps the last landmarks
             return None
 
-    return tracked(LandmarkWarpEngine().render(job), detect, job.landmarks, stride)
+    return tracked(base.render(job), detect, job.landmarks, stride)
 
 
 def with_boxes(pairs: Iterable[Pair], frame_size: tuple[int, int], window: int = 5
