@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from schemas.errors import BackendUnavailable
 from worker.settings import Topics
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+def wait_for_port(host: str, port: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
+    """Until host:port accepts connections; BackendUnavailable after `timeout` or when `process` exits first."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection((host, port), 0.2).close()
             return
         except OSError:
+            if process is not None and process.poll() is not None:
+                raise BackendUnavailable(f"the broker exited (status {process.returncode}) before it opened "
+                                         f"{host}:{port}.") from None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the broker did not open {host}:{port} within {timeout:.0f} s") from None
+                raise BackendUnavailable(f"the broker did not open {host}:{port} within {timeout:.0f} s.") from None
             time.sleep(0.05)
+
+
+def _refuse_a_taken_port(port: int) -> None:
+    """Another program on the port would answer in the broker's place; say so instead of talking to it."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise BackendUnavailable(f"127.0.0.1:{port} is already in use (another broker running?); stop it or "
+                                     "choose another --port.") from None
 
 
 def start_broker(port: int, log_path: Path | None = None) -> subprocess.Popen:
     """Start Tansu on 127.0.0.1:port (advertised as such) and wait until it accepts connections."""
+    _refuse_a_taken_port(port)
     url = f"tcp://127.0.0.1:{port}"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
@@ -53,8 +69,8 @@ def start_broker(port: int, log_path: Path | None = None) -> subprocess.Popen:
         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        wait_for_port("127.0.0.1", port)
-    except RuntimeError:
+        wait_for_port("127.0.0.1", port, process=process)
+    except BackendUnavailable:
         process.kill()
         raise
     return process
@@ -78,12 +94,16 @@ def create_topics(bootstrap: str, topics: Topics, request_partitions: int = 3, t
             future.result(timeout)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+                raise BackendUnavailable(f"the broker at {bootstrap} did not create topic {name}: "
+                                         f"{exc.args[0].str()}.") from None
+        except TimeoutError:
+            raise BackendUnavailable(f"the broker at {bootstrap} did not create topic {name} within "
+                                     f"{timeout:.0f} s.") from None
     deadline = time.monotonic() + timeout
     names = {t.topic for t in wanted}
     while not names <= set(admin.list_topics(timeout=timeout).topics):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topics {sorted(names)} did not appear")
+            raise BackendUnavailable(f"topics {sorted(names)} did not appear on the broker at {bootstrap}.")
         time.sleep(0.1)
 
 
@@ -91,9 +111,14 @@ def run_broker(args) -> int:
     import os
 
     port = args.port
+    topics = Topics.from_env(dict(os.environ))
     process = start_broker(port)
     bootstrap = f"127.0.0.1:{port}"
-    create_topics(bootstrap, Topics.from_env(dict(os.environ)), args.partitions)
+    try:
+        create_topics(bootstrap, topics, args.partitions)
+    except BaseException:
+        process.kill()
+        raise
     print(f"broker ready: KAFKA_BOOTSTRAP_SERVERS={bootstrap} (Tansu, memory-only; Ctrl-C stops it)", flush=True)
     stop = {"now": False}
 

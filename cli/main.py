@@ -56,8 +56,9 @@ def add_kafka_commands(commands) -> None:
     worker.set_defaults(handler=_worker)
 
     broker = commands.add_parser("broker", help="run the embedded development broker (Tansu) with the topics")
-    broker.add_argument("--port", type=int, default=9092)
-    broker.add_argument("--partitions", type=int, default=3, help="partitions of the request topic")
+    broker.add_argument("--port", type=arguments.port, default=9092)
+    broker.add_argument("--partitions", type=arguments.positive_whole, default=3,
+                        help="partitions of the request topic")
     broker.set_defaults(handler=_broker)
 
     submit = commands.add_parser("submit", help="publish one render request (and wait for its result)")

@@ -239,3 +239,43 @@ def test_exit_status_of_each_kind_of_failure():
     assert [exit_status(e("x")) for e in (InvalidParameter, NoFaceFound, SettingsError)] == [2, 2, 2]
     assert [exit_status(e("x")) for e in (EngineUnavailable, CheckpointError)] == [3, 3]
     assert exit_status(EncodeError("x")) == 1
+
+
+def test_broker_on_a_port_already_taken_is_one_line(capsys):
+    """It used to talk to whatever held the port, then die 15 s later in create_topics with a traceback."""
+    import socket
+
+    from cli.main import main
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        assert main(["broker", "--port", str(port)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == (f"error: 127.0.0.1:{port} is already in use (another broker running?); "
+                           "stop it or choose another --port.")
+
+
+def test_broker_starts_creates_the_topics_and_stops_on_sigint():
+    import signal
+
+    from cli.broker import free_port
+
+    port = free_port()
+    process = subprocess.Popen([*CLI, "broker", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout.readline().startswith(f"broker ready: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{port}")
+        from confluent_kafka.admin import AdminClient
+
+        topics = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10).topics
+        from worker.settings import Topics
+
+        wanted = Topics()
+        assert {wanted.requested, wanted.completed, wanted.failed, wanted.status, wanted.dlq} <= set(topics)
+        assert len(topics[wanted.requested].partitions) == 3
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0
