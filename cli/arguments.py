@@ -2,13 +2,16 @@
 
 `Parser` prints `error: <sentence>` and exits 2 instead of argparse's usage block, as every other failure of
 the command line does. The `type=` functions below apply engines.pipeline's checks (size, fps, seed) while the
-arguments are parsed, so `submit` and `bench` refuse what `render` would refuse, before any work starts.
+arguments are parsed, so `submit` and `bench` refuse what `render` would refuse, before any work starts; and
+an output file that cannot be written is refused before a render spends minutes on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
 from engines.pipeline import check_fps, check_seed, check_size
@@ -82,3 +85,24 @@ def port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a TCP port is from 1 to 65535, got {value}")
     return value
+
+
+
+def output_file(example: str) -> Callable[[str], Path]:
+    """A `type=` function: a file to write, not a directory, not under a file, in a folder this user may write
+    (the folders missing are created when the file is written). `example` is the file name suggested."""
+
+    def parse(text: str) -> Path:
+        out = Path(text)
+        if out.is_dir():
+            raise argparse.ArgumentTypeError(f"{out} is a directory; give the file to write, e.g. {out / example}")
+        folder = out.absolute().parent
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            raise argparse.ArgumentTypeError(f"{out} cannot be written: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{out} cannot be written: no permission to write in {existing}")
+        return out
+
+    parse.__name__ = "output file"
+    return parse

@@ -69,7 +69,7 @@ def add_kafka_commands(commands) -> None:
     submit.add_argument("--size", type=arguments.size, default=None, help="output width and height in pixels")
     submit.add_argument("--fps", type=arguments.fps, default=None)
     submit.add_argument("--wait", action="store_true", help="wait for the completion or failure event and print it")
-    submit.add_argument("--timeout", type=float, default=120.0, help="seconds --wait waits")
+    submit.add_argument("--timeout", type=arguments.positive_number, default=120.0, help="seconds --wait waits")
     submit.set_defaults(handler=_submit)
 
 
@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=run_render)
 
     bench = commands.add_parser("bench", help="measure render speed and write JSON figures")
-    bench.add_argument("--out", default="out/bench.json", help="where to write the JSON figures")
+    bench.add_argument("--out", type=arguments.output_file("bench.json"), default="out/bench.json",
+                       help="where to write the JSON figures")
     bench.add_argument("--sizes", type=arguments.sizes, default="256,512,1024", help="comma-separated output sizes")
     bench.add_argument("--seconds", type=arguments.positive_number, default=10.0,
                        help="length of the speech clip rendered")

@@ -7,20 +7,20 @@ import os
 import sys
 from pathlib import Path
 
-from schemas.errors import InvalidParameter, RenderError
+from schemas.errors import RenderError
 from engines.pipeline import RenderRequest, render
 from engines.registry import EngineRegistry
 from engines.settings import QUALITY_MODES, ModelSettings
 from worker.logs import configure_logging
 
-from .arguments import Parser
+from .arguments import Parser, output_file
 from .failures import report
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face", required=True, type=Path, help="portrait image (PNG, JPEG or WebP)")
     parser.add_argument("--audio", required=True, type=Path, help="speech (WAV, MP3, M4A, OGG or FLAC)")
-    parser.add_argument("--out", required=True, type=Path, help="output MP4 path")
+    parser.add_argument("--out", required=True, type=output_file("talk.mp4"), help="output MP4 path")
     parser.add_argument("--mode", choices=QUALITY_MODES, default=None,
                         help="quality mode (default: DEFAULT_QUALITY_MODE or auto)")
     parser.add_argument("--engine", default=None, help="force one engine by name (see `avatar-renderer models list`)")
@@ -29,22 +29,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (0 to 4294967295)")
 
 
-def check_output(out: Path) -> None:
-    """Refuse, before any work, an --out that cannot become the MP4: a directory, or under a file or a folder
-    this user cannot write (the folders missing are created when the video is written)."""
-    if out.is_dir():
-        raise InvalidParameter(f"--out {out} is a directory; give the MP4 file to write, e.g. {out / 'talk.mp4'}.")
-    folder = out.absolute().parent
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise InvalidParameter(f"--out {out} cannot be written: {existing} is a file, not a folder.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InvalidParameter(f"--out {out} cannot be written: no permission to write in {existing}.")
-
-
 def run_render(args: argparse.Namespace) -> int:
     """Raises the error tree's exceptions; the caller reports them (cli.failures)."""
-    check_output(args.out)
     request = RenderRequest(
         face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
         fps=args.fps, size=args.size, seed=args.seed,

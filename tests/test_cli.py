@@ -135,11 +135,13 @@ CPU_ENV = {"PATH": "/usr/bin:/bin", "AVATAR_FORCE_CPU": "1"}
 @pytest.mark.parametrize("where", ["directory", "under_a_file"])
 def test_render_refuses_an_out_it_cannot_write_before_any_work(tmp_path, short_speech, where):
     if where == "directory":
-        out, needle = tmp_path / "videos", "is a directory"
+        out = tmp_path / "videos"
+        needle = f"argument --out: {out} is a directory; give the file to write, e.g. {out}/talk.mp4"
         out.mkdir()
     else:
         (tmp_path / "notes.txt").write_text("a file, not a folder")
-        out, needle = tmp_path / "notes.txt" / "talk.mp4", "notes.txt is a file, not a folder"
+        out = tmp_path / "notes.txt" / "talk.mp4"
+        needle = f"argument --out: {out} cannot be written: {tmp_path}/notes.txt is a file, not a folder"
     done = _run("render", "--face", str(PORTRAIT), "--audio", str(short_speech), "--out", str(out), "--size", "64",
                 env={**CPU_ENV, "MODEL_ROOT": str(tmp_path / "models")})
     assert needle in _error_of(done)
@@ -186,6 +188,10 @@ def _main_error(capsys, *argv) -> str:
     (["submit", "--face", "f.jpg", "--audio", "a.wav", "--fps", "0"], "argument --fps: fps must be between 1 and 60"),
     (["submit", "--face", "f.jpg", "--audio", "a.wav", "--mode", "fast"], "argument --mode: invalid choice"),
     (["api", "--port", "70000"], "argument --port: a TCP port is from 1 to 65535"),
+    (["broker", "--port", "0"], "argument --port: a TCP port is from 1 to 65535, got 0"),
+    (["broker", "--partitions", "0"], "argument --partitions: must be at least 1, got 0"),
+    (["submit", "--face", "f.jpg", "--audio", "a.wav", "--timeout", "-1"], "argument --timeout: must be more than 0"),
+    (["bench", "--out", "/"], "argument --out: / is a directory; give the file to write, e.g. /bench.json"),
     (["render", "--face", "f.jpg"], "the following arguments are required: --audio, --out"),
 ])
 def test_argument_mistakes_are_one_line_at_parse_time(capsys, argv, needle):
