@@ -3,6 +3,9 @@
 A declared Content-Length over the limit is answered 413 at once, without reading a byte; a chunked body
 (no Content-Length) is counted as it arrives and refused as soon as it goes over. JSON routes get a small
 limit (GatewaySettings.max_json_body_bytes); only the upload route gets the large one.
+
+The 413 does not ask to close the connection: uvicorn then discards whatever the client still sends instead
+of resetting the socket, which could destroy the 413 before a client busy sending has read it.
 """
 
 from __future__ import annotations
@@ -67,6 +70,5 @@ async def _refuse(send, limit: int) -> None:
     error = RequestTooLarge(f"The request body is over this route's {limit:,}-byte limit.")
     body = json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
     await send({"type": "http.response.start", "status": error.http_status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
