@@ -1,7 +1,7 @@
 """Argument parsing that refuses a user's mistake with one line, using the render path's own rules.
 
 `Parser` prints `error: <sentence>` and exits 2 instead of argparse's usage block, as every other failure of
-the command line does. The `type=` functions below apply engines.pipeline's checks (size, fps, seed) while the
+the command line does. The `type=` functions below apply engines.pipeline's checks (size, fps) while the
 arguments are parsed, so `submit` and `bench` refuse what `render` would refuse, before any work starts; and
 an output file that cannot be written is refused before a render spends minutes on it.
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from engines.pipeline import check_fps, check_seed, check_size
+from engines.pipeline import check_fps, check_size
 from schemas.errors import InputError
 
 
@@ -55,7 +55,6 @@ def checked(check: Callable[[int], int]) -> Callable[[str], int]:
 
 size = checked(check_size)
 fps = checked(check_fps)
-seed = checked(check_seed)
 
 
 def sizes(text: str) -> list[int]:
