@@ -6,7 +6,9 @@ A Kafka record carries the event data as its JSON value and the CloudEvents attr
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -15,11 +17,45 @@ from datetime import datetime, timezone
 import jsonschema
 
 import schemas
-from schemas.errors import InvalidEvent, MalformedJson
+from schemas.errors import InvalidEvent, MalformedJson, UnsupportedEventVersion
 
 SPEC_VERSION = "1.0"
 CE_SOURCE = f"avatar-renderer/{socket.gethostname()}"
 ALIASES = {"avatarPath": "avatarUri", "audioPath": "audioUri"}
+REQUESTED_TYPE = "avatar.render.requested.v1"
+
+# Events we write echo parts of what we read (job ids, error messages quoting the input). A record may be up to
+# the broker's limit (~1 MB), so everything echoed is bounded: an event about a record stays a few KB.
+MAX_ECHOED_ID = 200  # characters of a job id repeated as is (a UUID is 36)
+MAX_MESSAGE = 1000  # characters of an error message
+_PRINTABLE_ID = re.compile(r"[\x21-\x7e]+")
+
+
+def truncate(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` cut to `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def safe_job_id(value: str) -> str:
+    """A job id fit to echo in events, keys and headers: itself when short and printable ASCII, else a short
+    stable id derived from its digest (`unreadable-<sha256 prefix>`), so every event about one bad record
+    carries the same id."""
+    if len(value) <= MAX_ECHOED_ID and _PRINTABLE_ID.fullmatch(value):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"unreadable-{digest}"
+
+
+def record_job_id(value: bytes | None, key: bytes | None) -> str:
+    """The id of a record that could not be parsed: its key when usable, else one derived from its bytes."""
+    if key:
+        try:
+            return safe_job_id(key.decode("utf-8"))
+        except UnicodeDecodeError:
+            pass
+    return f"unreadable-{hashlib.sha256(value or b'').hexdigest()[:32]}"
 
 
 def _validator(name: str) -> jsonschema.protocols.Validator:
@@ -42,9 +78,10 @@ def check(name: str, payload: dict) -> None:
     errors = sorted(validator(name).iter_errors(payload), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        where = truncate("/".join(str(p) for p in first.absolute_path) or "(root)", 200)
         job_id = payload.get("jobId") if isinstance(payload, dict) and isinstance(payload.get("jobId"), str) else None
-        raise InvalidEvent(f"{name} invalid at {where}: {first.message}", job_id)
+        raise InvalidEvent(truncate(f"{name} invalid at {where}: {first.message}"),
+                           safe_job_id(job_id) if job_id else None)
 
 
 def parse_time(value: str, field: str) -> datetime:
@@ -78,11 +115,13 @@ def parse_request(value: bytes | None) -> RenderRequested:
     """Record value -> RenderRequested, or InvalidEvent (malformed JSON, schema violation)."""
     try:
         payload = json.loads(value or b"")
+        if not isinstance(payload, dict):
+            raise InvalidEvent("render.requested.v1 must be a JSON object")
+        check("render.requested.v1", payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedJson(f"the record value is not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidEvent("render.requested.v1 must be a JSON object")
-    check("render.requested.v1", payload)
+        raise MalformedJson(truncate(f"the record value is not JSON: {exc}")) from None
+    except RecursionError:  # json.loads (or a message quoting the value) on arrays nested ~1,000 deep
+        raise MalformedJson("the record value nests JSON arrays or objects too deeply to be read") from None
     for alias, name in ALIASES.items():
         if alias in payload:
             payload[name] = payload.pop(alias)
@@ -123,6 +162,22 @@ def ce_headers(event_type: str, subject: str | None, traceparent: str | None = N
     if traceparent:
         headers.append(("traceparent", traceparent))
     return [(k, v.encode()) for k, v in headers]
+
+
+def check_headers(headers: list[tuple[str, bytes]] | None) -> None:
+    """Refuse a request whose CloudEvents headers name another event type or spec version.
+
+    Records without ce_ headers are accepted (plain producers); when ce_type or ce_specversion is there, it
+    must be avatar.render.requested.v1 / 1.0, so a v2 event is never rendered as if it were v1.
+    """
+    found = {k: v for k, v in header_dict(headers).items() if k in ("ce_type", "ce_specversion")}
+    event_type, version = found.get("ce_type"), found.get("ce_specversion")
+    if event_type is not None and event_type != REQUESTED_TYPE:
+        raise UnsupportedEventVersion(truncate(
+            f"the record's ce_type is {event_type!r}; this worker reads {REQUESTED_TYPE} only", 300))
+    if version is not None and version != SPEC_VERSION:
+        raise UnsupportedEventVersion(truncate(
+            f"the record's ce_specversion is {version!r}; this worker reads CloudEvents {SPEC_VERSION} only", 300))
 
 
 def encode(event_type: str, payload: dict) -> bytes:

@@ -7,7 +7,9 @@ import json
 import pytest
 
 import schemas
-from schemas.events import InvalidEvent, ce_headers, check, parse_request
+from schemas.errors import MalformedJson, UnsupportedEventVersion
+from schemas.events import (InvalidEvent, ce_headers, check, check_headers, parse_request, record_job_id, safe_job_id,
+                            truncate)
 
 
 @pytest.mark.parametrize("name", schemas.EVENT_TYPES)
@@ -73,3 +75,47 @@ def test_cloudevents_binary_mode_headers():
     assert headers["content-type"] == b"application/json" and headers["ce_subject"] == b"job-1"
     assert {"ce_id", "ce_source", "ce_time", "traceparent"} <= set(headers)
     assert ce_headers("render.failed.v1", "x")[1][1] != ce_headers("render.failed.v1", "x")[1][1]  # fresh ce_id
+
+
+def test_deep_nesting_is_malformed_json_not_a_crash():
+    """Issue 8 bug 3: a 100,000-deep array raised an uncaught RecursionError, retried forever."""
+    for value in (b"[" * 100_000 + b"]" * 100_000, b'{"jobId": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+        with pytest.raises(MalformedJson) as caught:
+            parse_request(value)
+        assert "too deeply" in caught.value.message
+
+
+def test_refusals_echo_bounded_ids_and_messages():
+    """Issue 8 bug 3: a 900 KB jobId or avatarUri was echoed whole into events over the broker's 1 MB limit."""
+    huge_id = "j" * 900_000
+    with pytest.raises(InvalidEvent) as caught:
+        parse_request(json.dumps({**schemas.example("render.requested.v1"), "jobId": huge_id}).encode())
+    assert len(caught.value.message) < 1200 and "more characters" in caught.value.message
+    assert caught.value.job_id == safe_job_id(huge_id) and caught.value.job_id.startswith("unreadable-")
+    with pytest.raises(InvalidEvent) as caught:
+        parse_request(json.dumps({**schemas.example("render.requested.v1"), "avatarUri": "ü" * 450_000}).encode())
+    assert len(caught.value.message.encode()) < 3000
+    assert safe_job_id(huge_id) == safe_job_id(huge_id) != safe_job_id(huge_id + "x")  # stable, distinct
+    assert safe_job_id("not-a-uuid") == "not-a-uuid" and safe_job_id("a b").startswith("unreadable-")
+    assert record_job_id(b"{", b"k" * 900_000).startswith("unreadable-")
+    assert record_job_id(b"{", None) == record_job_id(b"{", None) != record_job_id(b"[", None)
+    assert truncate("abc", 5) == "abc" and truncate("x" * 10, 4) == "xxxx... (6 more characters)"
+
+
+@pytest.mark.parametrize("headers", [
+    None, [], [("traceparent", b"00-x")],
+    [("ce_type", b"avatar.render.requested.v1"), ("ce_specversion", b"1.0")],
+])
+def test_requests_without_or_with_matching_cloudevents_headers_are_accepted(headers):
+    check_headers(headers)
+
+
+@pytest.mark.parametrize("headers, named", [
+    ([("ce_type", b"avatar.render.requested.v2"), ("ce_specversion", b"1.0")], "avatar.render.requested.v2"),
+    ([("ce_type", b"avatar.render.completed.v1")], "avatar.render.completed.v1"),
+    ([("ce_type", b"avatar.render.requested.v1"), ("ce_specversion", b"2.0")], "2.0"),
+])
+def test_cloudevents_headers_of_another_type_or_version_are_refused(headers, named):
+    with pytest.raises(UnsupportedEventVersion) as caught:
+        check_headers(headers)
+    assert caught.value.code == "unsupported_event_version" and named in caught.value.message

@@ -1,15 +1,22 @@
-"""Worker pieces without a broker: settings validation, storage naming and overwrite, input URIs."""
+"""Worker pieces: settings validation, storage naming and overwrite, input URIs and bare paths, scratch folders,
+the metrics port, and the `worker` command's one-line start-up errors."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from engines.settings import SettingsError
 from worker.inputs import fetch_input
-from worker.security import PathNotAllowed, SecurityPolicy, UrlNotAllowed
+from worker.security import PathNotAllowed, SecurityPolicy, UnsupportedFormat, UrlNotAllowed
 from worker.settings import WorkerSettings
 from worker.storage import FileStorage, S3Storage, open_storage
 
@@ -70,3 +77,108 @@ def test_inputs_only_under_allowed_roots(tmp_path):
         fetch_input("https://not-allowed.example.com/face.jpg", "image", policy, tmp_path / "scratch")
     with pytest.raises(UrlNotAllowed):
         fetch_input("ftp://host/face.jpg", "image", policy, tmp_path / "scratch")
+
+
+def test_bare_paths_are_file_uris_with_the_same_checks(tmp_path):
+    """Issue 8 bug 1: a bare absolute path under ALLOWED_INPUT_ROOTS is read as file:// (it was refused with
+    url_not_allowed); a relative one is taken relative to the first allowed root; outside the roots it is
+    refused exactly like its file:// twin."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "face.jpg").write_bytes((SAMPLES / "portrait.jpg").read_bytes())
+    (root / "escape.jpg").symlink_to(SAMPLES / "portrait.jpg")
+    policy = SecurityPolicy.from_env({"ALLOWED_INPUT_ROOTS": str(root), "UPLOAD_DIR": str(root / "uploads")})
+    scratch = tmp_path / "scratch"
+    assert fetch_input(str(root / "face.jpg"), "image", policy, scratch) == root / "face.jpg"
+    assert fetch_input("face.jpg", "image", policy, scratch) == root / "face.jpg"
+    for outside in (str(root / "escape.jpg"), f"{root}/../../etc/hostname", "/etc/hostname", "../escape-up.jpg"):
+        with pytest.raises(PathNotAllowed):
+            fetch_input(outside, "image", policy, scratch)
+    with pytest.raises(UnsupportedFormat):
+        fetch_input(str(root / "face.jpg"), "audio", policy, scratch)
+
+
+def _hold_scratch(work_dir: Path) -> subprocess.Popen:
+    """Another process that claims a scratch folder in work_dir and lives until killed."""
+    code = ("import sys, time; from worker import scratch; s = scratch.claim(sys.argv[1]); "
+            "(s.path / 'job-1').mkdir(); print(s.path, flush=True); time.sleep(600)")
+    return subprocess.Popen([sys.executable, "-c", code, str(work_dir)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_scratch_folders_of_sigkilled_workers_are_removed_at_start_and_live_ones_kept(tmp_path):
+    """Issue 8 bug 7: a SIGKILLed worker's scratch folder is removed by the next worker that starts on the same
+    WORK_DIR, while the folder of a worker still running is left alone; a clean exit removes its own."""
+    from worker import scratch
+
+    work_dir = tmp_path / "work"
+    killed, alive = _hold_scratch(work_dir), _hold_scratch(work_dir)
+    try:
+        killed_dir, alive_dir = Path(killed.stdout.readline().strip()), Path(alive.stdout.readline().strip())
+        assert (killed_dir / "job-1").is_dir() and (alive_dir / "job-1").is_dir()
+        (work_dir / "not-a-worker-folder").mkdir()
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+
+        mine = scratch.claim(work_dir)
+        assert not killed_dir.exists(), "the dead worker's scratch folder is still there"
+        assert (alive_dir / "job-1").is_dir() and (work_dir / "not-a-worker-folder").is_dir()
+        assert mine.path.is_dir() and mine.path.parent == work_dir
+        assert scratch.remove_abandoned(work_dir) == []  # ours is held while we live
+        mine.release()
+        assert not mine.path.exists()
+    finally:
+        for process in (killed, alive):
+            process.kill()
+            process.wait(10)
+
+
+def test_metrics_port_in_use_is_one_sentence_naming_metrics_port():
+    """Issue 8 bug 7: a second worker on the same host died with a traceback on the metrics port."""
+    from worker import metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SettingsError, match=f"METRICS_PORT={port} is already in use"):
+            metrics.serve("127.0.0.1", port, metrics.Health())
+
+
+def test_metrics_bind_to_loopback_unless_told_otherwise():
+    assert WorkerSettings.from_env({}).metrics_host == "127.0.0.1"
+    assert WorkerSettings.from_env({"METRICS_HOST": "0.0.0.0"}).metrics_host == "0.0.0.0"
+
+
+def _worker_command(env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    cli = Path(sys.executable).parent / "avatar-renderer"
+    return subprocess.run([str(cli), "worker"], env={**os.environ, "WORKER_WARMUP": "0", **env}, capture_output=True,
+                          text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_worker_without_a_broker_exits_at_once_with_one_line():
+    """Issue 8 bug 5: with no broker the worker logged hundreds of "Connection refused" lines and never said
+    what was wrong; now it checks the broker first and says so in one line naming KAFKA_BOOTSTRAP_SERVERS."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    started = time.monotonic()
+    result = _worker_command({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "METRICS_PORT": "0"})
+    assert result.returncode != 0 and time.monotonic() - started < 30
+    assert "KAFKA_BOOTSTRAP_SERVERS" in result.stderr and "Traceback" not in result.stderr + result.stdout
+    assert (result.stderr + result.stdout).count("Connection refused") <= 2
+
+
+def test_second_worker_on_the_metrics_port_exits_with_one_line(broker, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _worker_command({"KAFKA_BOOTSTRAP_SERVERS": broker, "METRICS_HOST": "127.0.0.1",
+                                  "METRICS_PORT": str(port), "WORK_DIR": str(tmp_path / "work")})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: METRICS_PORT={port} is already in use on 127.0.0.1 (another worker on this host?): set "
+        "METRICS_PORT to a free port, or to 0 for any free port.")
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in (tmp_path / "work").iterdir()] == []  # its scratch folder went with it

@@ -1,15 +1,22 @@
 """`avatar-renderer worker`: the Kafka consumer loop.
 
-One thread owns the consumer and producer callbacks (poll loop); renders run on a thread pool. A record's
-partition is paused from the moment it is polled until its job's result is acknowledged, so each partition
-has at most one job in flight and offsets advance in order; poll() keeps running meanwhile, so the worker
-stays in its group however long a render takes. The offset is stored (then auto-committed) only after the
-broker acknowledged the completion or failure event (and the DLQ copy): a crash before that redelivers the
-request, and the re-render overwrites the same output object.
+One thread owns the consumer and the producer callbacks (the poll loop); renders run on a thread pool, at
+most one per partition and WORKER_CONCURRENCY in all. Records a poll returns are kept, in offset order, per
+partition (a partition is paused only when too many wait), so the next record never waits for a re-fetch.
+A record is checked on the poll thread first: one that cannot be rendered (CloudEvents headers of another
+type or version, not JSON, schema violation) is refused there at once, without a render slot. Events are
+published without waiting for the previous record's acknowledgement; a partition's offset advances (stored,
+then auto-committed) only over records whose completion or failure (and DLQ copy) the broker acknowledged,
+so a crash redelivers from the first unfinished record and a re-render overwrites the same output object.
+
+Every record ends in exactly one of completed / failed+DLQ after bounded attempts, whatever it contains:
+echoed ids and messages are bounded (schemas.events.safe_job_id, truncate), a job thread that dies on a
+record is retried MAX_ATTEMPTS times and then dead-lettered, and a produce() that raises never ends the loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -21,70 +28,61 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from . import metrics
-from schemas.events import ce_headers, encode, now_iso
-from .job_step import Outcome, run_job
+from schemas.errors import InternalError, InvalidEvent
+from schemas.events import ce_headers, check_headers, encode, now_iso, parse_request, record_job_id, safe_job_id, truncate
+from . import scratch
+from .job_step import JobStep, Outcome, Render, pipeline_render, failure_event
+from .kafka import consumer_config, producer_config
 from .settings import WorkerSettings
 from .storage import open_storage
 
 log = logging.getLogger(__name__)
 
 
+MAX_BUFFERED_RECORDS = 200  # per partition: more waiting than this pauses the partition's fetches
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+MAX_EVENT_BYTES = 990_000  # the producer's message.max.bytes (1,000,000) less room for the record's framing
+
+
 @dataclass
-class InFlight:
+class Record:
+    """One polled record, from poll until its offset is stored."""
+
     message: object  # confluent_kafka.Message
+    state: str = "queued"  # queued -> running -> publishing -> done; unsent: its events are sent again
+    crashes: int = 0  # times a job thread died on it; dead-lettered at MAX_ATTEMPTS
     revoked: bool = False
     outstanding: int = 0
     delivery_failed: bool = False
     outcome: Outcome | None = None
     started: float = field(default_factory=time.perf_counter)
+    resend_at: float = 0.0
 
+    @property
+    def tp(self) -> tuple[str, int]:
+        return self.message.topic(), self.message.partition()
 
-def producer_config(settings: WorkerSettings) -> dict:
-    return {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "client.id": f"{settings.worker_id}-producer",
-        "enable.idempotence": True,  # acks=all, ordered, no duplicates from producer retries
-        "acks": "all",
-        "linger.ms": 5,
-        "message.timeout.ms": 30000,
-    }
-
-
-def consumer_config(settings: WorkerSettings, stats_cb=None) -> dict:
-    config = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "client.id": settings.worker_id,
-        "group.id": settings.group_id,
-        "group.protocol": "classic",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "enable.auto.offset.store": False,
-        "enable.auto.commit": True,
-        "auto.commit.interval.ms": 1000,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 5),
-        "max.poll.interval.ms": settings.max_poll_interval_ms,
-        # A partition is re-fetched after every job (pause purges prefetched records): do not let the broker
-        # hold each fetch for the 500 ms default when the topic is idle.
-        "fetch.wait.max.ms": 50,
-    }
-    if settings.statistics_interval_ms and stats_cb:
-        config["statistics.interval.ms"] = settings.statistics_interval_ms
-        config["stats_cb"] = stats_cb
-    return config
+    @property
+    def size(self) -> int:
+        return len(self.message.value() or b"") + len(self.message.key() or b"")
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, storage=None):
+    def __init__(self, settings: WorkerSettings, storage=None, render: Render | None = None):
+        # This process's own scratch folder under WORK_DIR; the folders of workers that died are removed.
+        self.scratch = scratch.claim(settings.work_dir)
+        settings = dataclasses.replace(settings, work_dir=self.scratch.path)
         self.settings = settings
         self.topics = settings.topics
         self.storage = storage or open_storage(settings.output_uri, settings.s3_endpoint_url)
+        self.step = JobStep(settings, self.storage, render or pipeline_render(settings.models))
         self.stopping = threading.Event()  # SIGTERM: drain
         self.cancel = threading.Event()  # grace over: jobs stop retrying and are given back
         self.health = metrics.Health()
         self.pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="render")
-        self.pending: dict[tuple[str, int], deque] = {}
-        self.inflight: dict[tuple[str, int], InFlight] = {}
+        self.records: dict[tuple[str, int], deque[Record]] = {}  # per partition, in offset order
+        self.running: set[tuple[str, int]] = set()  # partitions with a job on the pool
+        self.paused: set[tuple[str, int]] = set()
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.assigned: set[tuple[str, int]] = set()
         self.consumer: Consumer | None = None
@@ -112,22 +110,27 @@ class Worker:
             self._drain()
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.scratch.release()
         return 0
+
+    def _busy(self) -> list[Record]:
+        """Records being rendered or published (not yet acknowledged)."""
+        return [r for backlog in self.records.values() for r in backlog if r.state in ("running", "publishing", "unsent")]
 
     def _drain(self) -> None:
         """Finish in-flight jobs within the grace period, give back the rest, flush, commit, leave the group."""
         self.health.ready = False
         self.health.reason = "draining"
-        log.info("draining", extra={"fields": {"inFlight": len(self.inflight), "graceSeconds": self.settings.drain_grace_seconds}})
+        log.info("draining", extra={"fields": {"inFlight": len(self._busy()),
+                                               "graceSeconds": self.settings.drain_grace_seconds}})
         assignment = [TopicPartition(t, p) for t, p in self.assigned]
         if assignment:
             self.consumer.pause(assignment)
-        self.pending.clear()
         deadline = time.monotonic() + self.settings.drain_grace_seconds
-        while self.inflight and time.monotonic() < deadline:
+        while self._busy() and time.monotonic() < deadline:
             self._step(dispatch=False)
         self.cancel.set()
-        given_back = [tp for tp, job in self.inflight.items() if job.outcome is None]
+        given_back = sorted({r.tp for r in self._busy() if r.state == "running"})
         self.producer.flush(15)
         self._collect()
         if given_back:
@@ -146,13 +149,21 @@ class Worker:
 
     def _step(self, dispatch: bool) -> None:
         self.health.tick()
-        message = self.consumer.poll(0.02 if self.inflight else 0.1)
-        if message is not None:
+        for message in self.consumer.consume(100, 0.02 if self.running else 0.1):
             self._accept(message, dispatch)
         self._collect()
+        self._resend()
         if dispatch:
             self._dispatch()
         self.producer.poll(0)
+
+    def _resend(self) -> None:
+        """Publish again the events of records the broker did not acknowledge (the outcome is known: no re-render)."""
+        now = time.monotonic()
+        for backlog in self.records.values():
+            for record in backlog:
+                if record.state == "unsent" and record.resend_at <= now:
+                    self._publish_outcome(record, record.outcome)
 
     def _accept(self, message, dispatch: bool) -> None:
         if message.error():
@@ -161,87 +172,179 @@ class Worker:
             return
         if not dispatch:
             return  # draining: not started, offset not stored, so it is redelivered
-        tp = (message.topic(), message.partition())
-        if tp not in self.pending:
-            self.pending[tp] = deque()
-        self.pending[tp].append(message)
-        self.consumer.pause([TopicPartition(*tp)])
+        record = Record(message)
+        if record.tp not in self.assigned:
+            return  # polled just before a revoke
+        backlog = self.records.setdefault(record.tp, deque())
+        backlog.append(record)
+        refusal = self._refusal(message)
+        if refusal is not None:
+            record.outcome = refusal
+            self._publish_outcome(record, refusal)
+        if len(backlog) >= MAX_BUFFERED_RECORDS or sum(r.size for r in backlog) >= MAX_BUFFERED_BYTES:
+            self.consumer.pause([TopicPartition(*record.tp)])
+            self.paused.add(record.tp)
+
+    def _refusal(self, message) -> Outcome | None:
+        """A failed Outcome for a record that can never be rendered (checked here, on the poll thread, so a
+        flood of them costs no render slot and no thread hop), else None."""
+        try:
+            check_headers(message.headers())
+            parse_request(message.value())
+            return None
+        except InvalidEvent as exc:
+            exc.retryable = False
+            job_id = safe_job_id(exc.job_id) if exc.job_id else record_job_id(message.value(), message.key())
+            return Outcome("failed", job_id, failure=failure_event(job_id, None, exc, 1, self.settings.worker_id),
+                           dead_letter=True, error_class=type(exc).__name__)
+        except Exception:  # noqa: BLE001 - a parser bug: let the job thread meet it (crashes are bounded there)
+            log.exception("checking a record failed unexpectedly")
+            return None
 
     def _dispatch(self) -> None:
-        for tp, backlog in list(self.pending.items()):
-            if len(self.inflight) >= self.settings.concurrency:
+        for tp, backlog in self.records.items():
+            if len(self.running) >= self.settings.concurrency:
                 return
-            if tp in self.inflight or not backlog:
+            if tp in self.running:
                 continue
-            message = backlog.popleft()
-            self.inflight[tp] = InFlight(message)
-            self.pool.submit(self._job, tp, message)
+            record = next((r for r in backlog if r.state == "queued"), None)
+            if record is not None:
+                record.state = "running"
+                record.started = time.perf_counter()
+                self.running.add(tp)
+                self.pool.submit(self._job, record)
 
-    def _job(self, tp, message) -> None:
+    def _job(self, record: Record) -> None:
+        message = record.message
         metrics.IN_PROGRESS.inc()
+        crash = None
+        outcome = None
         try:
             key = message.key().decode("utf-8", "replace") if message.key() else None
             kind, ts = message.timestamp()
-            outcome = run_job(message.value(), key, ts / 1000 if kind and ts > 0 else None, self.settings,
-                              self.storage, self.cancel, self._publish_running)
-        except BaseException as exc:  # a bug must not lose the record: give it back
+            outcome = self.step.run_record(message.value(), key, ts / 1000 if kind and ts > 0 else None,
+                                           self.cancel, self._publish_running)
+        except BaseException as exc:  # noqa: BLE001 - a bug must not lose the record, nor block its partition
             log.exception("job crashed: %s", exc)
-            outcome = Outcome("given_back", "unknown")
+            crash = exc
         finally:
             metrics.IN_PROGRESS.dec()
-        self.done.put((tp, outcome))
+            self.done.put((record, outcome, crash))
 
     # ------------------------------------------------------------------ results
 
     def _collect(self) -> None:
         while True:
             try:
-                tp, outcome = self.done.get_nowait()
+                record, outcome, crash = self.done.get_nowait()
             except queue.Empty:
                 return
-            job = self.inflight.get(tp)
-            if job is None:
+            self.running.discard(record.tp)
+            if crash is not None:
+                outcome = self._after_crash(record, crash)
+            if outcome is None or outcome.state == "given_back":
+                record.state = "queued"  # not done: run again (after a crash, or by the next owner)
                 continue
-            job.outcome = outcome
-            if outcome.state == "given_back":
-                self._release(tp, store=False)
-            else:
-                self._publish_outcome(tp, job, outcome)
+            record.outcome = outcome
+            self._publish_outcome(record, outcome)
 
-    def _publish_outcome(self, tp, job: InFlight, outcome: Outcome) -> None:
-        message = job.message
+    def _after_crash(self, record: Record, crash: BaseException) -> Outcome | None:
+        """Run the record again, or, at MAX_ATTEMPTS crashes, its failed Outcome for the DLQ."""
+        record.crashes += 1
+        if record.crashes < self.settings.max_attempts:
+            metrics.RETRIES.labels(InternalError.code).inc()
+            return None
+        message = record.message
+        try:
+            request = parse_request(message.value())
+            job_id = request.job_id
+        except Exception:  # noqa: BLE001 - whatever the record is, it is dead-lettered now
+            request, job_id = None, record_job_id(message.value(), message.key())
+        exc = InternalError(truncate(f"The job crashed {record.crashes} times on this record "
+                                     f"({type(crash).__name__}: {crash}); it is dead-lettered."))
+        return Outcome("failed", job_id, request,
+                       failure=failure_event(job_id, request, exc, record.crashes, self.settings.worker_id),
+                       dead_letter=True, error_class=type(exc).__name__, attempts=record.crashes)
+
+    def _publish_outcome(self, record: Record, outcome: Outcome) -> None:
+        record.state = "publishing"
+        record.outstanding = 0
+        record.delivery_failed = False
+        message = record.message
         traceparent = outcome.request.traceparent if outcome.request else None
-        records = []
+        job_id = safe_job_id(outcome.job_id)
+        events = []
         if outcome.state == "succeeded":
-            records.append((self.topics.completed, encode("render.completed.v1", outcome.completion),
-                            ce_headers("render.completed.v1", outcome.job_id, traceparent)))
-            status = {"jobId": outcome.job_id, "state": "succeeded", "attempt": outcome.attempts,
+            events.append((self.topics.completed, encode("render.completed.v1", outcome.completion),
+                           ce_headers("render.completed.v1", job_id, traceparent)))
+            status = {"jobId": job_id, "state": "succeeded", "attempt": outcome.attempts,
                       "outputUri": outcome.completion["outputUri"], "engine": outcome.engine,
                       "mode": outcome.mode, "workerId": self.settings.worker_id, "updatedAt": now_iso()}
         else:
-            failure = outcome.failure
-            records.append((self.topics.failed, encode("render.failed.v1", failure),
-                            ce_headers("render.failed.v1", outcome.job_id, traceparent)))
-            status = {"jobId": outcome.job_id, "state": "failed", "attempt": outcome.attempts,
+            failure = {**outcome.failure, "jobId": job_id, "message": truncate(outcome.failure["message"])}
+            events.append((self.topics.failed, encode("render.failed.v1", failure),
+                           ce_headers("render.failed.v1", job_id, traceparent)))
+            status = {"jobId": job_id, "state": "failed", "attempt": outcome.attempts,
                       "error": {k: failure[k] for k in ("code", "message", "retryable")},
                       "workerId": self.settings.worker_id, "updatedAt": now_iso()}
             if outcome.dead_letter:
-                records.append((self.topics.dlq, message.value(), self._dlq_headers(message, outcome)))
+                events.append((self.topics.dlq, message.value(), self._dlq_headers(message, outcome, failure)))
         self._produce_status(status, traceparent)
-        job.outstanding = len(records)
-        for topic, value, headers in records:
-            self.producer.produce(topic, value=value, key=outcome.job_id.encode(), headers=headers,
-                                  on_delivery=lambda err, msg, tp=tp: self._delivered(tp, err, msg))
+        for topic, value, headers in events:
+            if self._produce(topic, value, job_id.encode(), headers,
+                             lambda err, msg, record=record: self._delivered(record, err, msg)):
+                record.outstanding += 1
+            else:
+                record.delivery_failed = True
+        if record.outstanding == 0:
+            self._finished(record)
 
-    def _dlq_headers(self, message, outcome: Outcome) -> list:
-        failure = outcome.failure
+    def _produce(self, topic: str, value: bytes | None, key: bytes, headers: list, on_delivery) -> bool:
+        """producer.produce that never raises: False when the event could not even be queued.
+
+        A DLQ copy too large for the producer (the original record plus our headers) is sent again without
+        the original headers, then, if the value alone is too large, without the value (its size and SHA-256
+        in headers): a record must reach the DLQ in some form rather than block its partition.
+        """
+        attempts = [headers]
+        if topic == self.topics.dlq:
+            own = [(k, v) for k, v in headers if k.startswith("dlq_")]
+            attempts.append(own)
+            if value:
+                import hashlib
+
+                attempts.append(own + [("dlq_value_dropped_bytes", str(len(value)).encode()),
+                                       ("dlq_value_sha256", hashlib.sha256(value).hexdigest().encode())])
+        for n, attempt_headers in enumerate(attempts):
+            if n == 2:
+                value = None
+            for _ in range(3):
+                try:
+                    self.producer.produce(topic, value=value, key=key, headers=attempt_headers, on_delivery=on_delivery)
+                    return True
+                except BufferError:  # the local queue is full: let deliveries drain it, then try again
+                    self.producer.poll(0.5)
+                except (KafkaException, ValueError, TypeError) as exc:
+                    too_large = isinstance(exc, KafkaException) and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+                    log.error("could not publish to %s: %s", topic, truncate(str(exc), 300))
+                    if not too_large:
+                        metrics.PUBLISH_FAILURES.labels(topic).inc()
+                        return False
+                    break  # too large: the next, smaller form
+            else:
+                metrics.PUBLISH_FAILURES.labels(topic).inc()
+                return False
+        metrics.PUBLISH_FAILURES.labels(topic).inc()
+        return False
+
+    def _dlq_headers(self, message, outcome: Outcome, failure: dict) -> list:
         own = [
             ("dlq_origin_topic", message.topic()),
             ("dlq_origin_partition", str(message.partition())),
             ("dlq_origin_offset", str(message.offset())),
             ("dlq_error_class", outcome.error_class),
             ("dlq_error_code", failure["code"]),
-            ("dlq_error_message", failure["message"][:2000]),
+            ("dlq_error_message", failure["message"]),
             ("dlq_attempts", str(outcome.attempts)),
             ("dlq_worker_id", self.settings.worker_id),
             ("dlq_time", now_iso()),
@@ -249,22 +352,23 @@ class Worker:
         original = [(k, v) for k, v in (message.headers() or []) if not k.startswith("dlq_")]
         return original + [(k, v.encode()) for k, v in own]
 
-    def _delivered(self, tp, err, msg) -> None:
-        job = self.inflight.get(tp)
+    def _delivered(self, record: Record, err, msg) -> None:
         if err is not None:
             metrics.PUBLISH_FAILURES.labels(msg.topic() if msg else "unknown").inc()
             log.error("event not acknowledged: %s", err)
-        if job is None:
+            record.delivery_failed = True
+        record.outstanding -= 1
+        if record.outstanding == 0:
+            self._finished(record)
+
+    def _finished(self, record: Record) -> None:
+        """Every event of the record is acknowledged (or could not be sent): done, or unsent to send again."""
+        outcome = record.outcome
+        if record.delivery_failed:
+            record.state = "unsent"  # sent again by _resend, a second from now; the offset waits for it
+            record.resend_at = time.monotonic() + 1.0
             return
-        if err is not None:
-            job.delivery_failed = True
-        job.outstanding -= 1
-        if job.outstanding > 0:
-            return
-        outcome = job.outcome
-        if job.delivery_failed:
-            self._release(tp, store=False, rewind=True)
-            return
+        record.state = "done"
         label = outcome.state
         if outcome.state == "failed":
             code = outcome.failure["code"]
@@ -272,26 +376,29 @@ class Worker:
             metrics.DLQ.labels(code).inc()
             metrics.JOBS.labels("dead_lettered").inc()
         metrics.JOBS.labels(label).inc()
-        log.info("job %s", label, extra={"job_id": outcome.job_id, "fields": {
-            "attempt": outcome.attempts, "seconds": round(time.perf_counter() - job.started, 3),
+        log.info("job %s", label, extra={"job_id": safe_job_id(outcome.job_id), "fields": {
+            "attempt": outcome.attempts, "seconds": round(time.perf_counter() - record.started, 3),
             **({"code": outcome.failure["code"]} if outcome.failure else {"outputUri": outcome.completion["outputUri"]})}})
-        metrics.RENDER_LATENCY.labels(outcome.mode, outcome.engine, label).observe(time.perf_counter() - job.started)
-        self._release(tp, store=True)
+        metrics.RENDER_LATENCY.labels(outcome.mode, outcome.engine, label).observe(time.perf_counter() - record.started)
+        self._advance(record.tp)
 
-    def _release(self, tp, store: bool, rewind: bool = False) -> None:
-        job = self.inflight.pop(tp)
-        message = job.message
-        if tp in self.assigned and not job.revoked:
-            partition = TopicPartition(message.topic(), message.partition(), message.offset() + (1 if store else 0))
-            if store:
-                self.consumer.store_offsets(offsets=[partition])
-            elif rewind or job.outcome is None or job.outcome.state == "given_back":
-                # Not done: fetch this record again (here or, after a rebalance, elsewhere).
-                backlog = self.pending.setdefault(tp, deque())
-                if not self.stopping.is_set():
-                    backlog.appendleft(message)
-            if not self.pending.get(tp) and not self.stopping.is_set():
-                self.consumer.resume([TopicPartition(*tp)])
+    def _advance(self, tp) -> None:
+        """Store the offset after the partition's leading finished records; resume it when few wait."""
+        backlog = self.records.get(tp)
+        if backlog is None or tp not in self.assigned:
+            return  # revoked: the next owner starts from the last committed offset
+        last = None
+        while backlog and backlog[0].state == "done":
+            last = backlog.popleft()
+        if last is not None:
+            try:
+                self.consumer.store_offsets(offsets=[TopicPartition(tp[0], tp[1], last.message.offset() + 1)])
+            except KafkaException as exc:
+                log.warning("could not store the offset of %s[%d]: %s", tp[0], tp[1], exc)
+        if (tp in self.paused and not self.stopping.is_set() and len(backlog) < MAX_BUFFERED_RECORDS // 2
+                and sum(r.size for r in backlog) < MAX_BUFFERED_BYTES // 2):
+            self.consumer.resume([TopicPartition(*tp)])
+            self.paused.discard(tp)
 
     def _publish_running(self, request, attempt: int) -> None:
         self._produce_status({"jobId": request.job_id, "state": "running", "attempt": attempt,
@@ -299,13 +406,20 @@ class Worker:
                               "updatedAt": now_iso()}, request.traceparent)
 
     def _produce_status(self, status: dict, traceparent: str | None) -> None:
+        """Status events are informational: one that cannot be sent is logged and counted, never raised."""
         def delivered(err, msg):
             if err is not None:
                 metrics.PUBLISH_FAILURES.labels(self.topics.status).inc()
                 log.warning("status event not acknowledged: %s", err)
 
-        self.producer.produce(self.topics.status, key=status["jobId"].encode(), value=encode("render.status.v1", status),
-                              headers=ce_headers("render.status.v1", status["jobId"], traceparent), on_delivery=delivered)
+        job_id = safe_job_id(status["jobId"])
+        try:
+            value = encode("render.status.v1", {**status, "jobId": job_id})
+        except InvalidEvent as exc:
+            log.error("status event not sent: %s", exc.message)
+            return
+        self._produce(self.topics.status, value, job_id.encode(),
+                      ce_headers("render.status.v1", job_id, traceparent), delivered)
 
     # ------------------------------------------------------------------ rebalances
 
@@ -322,9 +436,9 @@ class Worker:
         for p in partitions:
             tp = (p.topic, p.partition)
             self.assigned.discard(tp)
-            self.pending.pop(tp, None)
-            if tp in self.inflight:
-                self.inflight[tp].revoked = True  # its result is still published; the new owner re-renders it
+            self.paused.discard(tp)
+            for record in self.records.pop(tp, ()):
+                record.revoked = True  # a running job's result is still published; the new owner redoes it
         metrics.ASSIGNED.set(len(self.assigned))
         log.info("partitions %s", "lost" if kind == "lost" else "revoked",
                  extra={"fields": {"partitions": [p.partition for p in partitions]}})

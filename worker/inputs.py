@@ -1,6 +1,7 @@
 """Inputs of a render request, by URI, to local files the render may read.
 
-file:// (under ALLOWED_INPUT_ROOTS, symlinks resolved) and https:// (ALLOWED_URL_HOSTS only) are checked by
+Bare paths and file:// (under ALLOWED_INPUT_ROOTS, symlinks resolved; a relative path is taken relative to the
+first allowed root) and https:// (ALLOWED_URL_HOSTS only) are checked by
 worker.security, the one implementation every front door shares; s3:// is downloaded here with boto3 (the
 worker's own credentials; S3_ENDPOINT_URL for MinIO). Every input passes the same byte limit and content sniff.
 """
@@ -24,8 +25,10 @@ def fetch_input(uri: str, kind: str, policy: SecurityPolicy, scratch: Path, s3_e
         path = _fetch_s3(uri, kind, policy, scratch, s3_endpoint_url)
         check_content(path, kind, policy, label=uri)
         return path
-    if scheme not in ("file", "https"):
-        raise UrlNotAllowed(f"The {kind} URI {uri} must use file://, s3:// or https://.")
+    if scheme not in ("", "file", "https"):
+        raise UrlNotAllowed(f"The {kind} URI {uri} must be a path or use file://, s3:// or https://.")
+    # A bare path means file:// (as at the REST and MCP doors), with the same checks: under ALLOWED_INPUT_ROOTS,
+    # symlinks resolved; a relative one is taken relative to the first allowed root, never the working directory.
     return materialise(uri, kind, policy, scratch)
 
 

@@ -1,4 +1,8 @@
-"""`avatar-renderer worker`: settings, signals, metrics server, warm-up, then the consumer loop."""
+"""`avatar-renderer worker`: settings, broker check, signals, metrics server, warm-up, then the consumer loop.
+
+Start-up problems a user can fix (no broker at KAFKA_BOOTSTRAP_SERVERS, METRICS_PORT in use) are raised as
+members of the error tree, which the command line prints as one `error:` line.
+"""
 
 from __future__ import annotations
 
@@ -18,17 +22,16 @@ log = logging.getLogger(__name__)
 SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
 
 
-def warm_up(settings: WorkerSettings) -> None:
+def warm_up(render) -> None:
     """One tiny render so the first job does not pay the one-off costs (Face Mesh graph, phone decoder)."""
     from engines.media_audio import load_audio, write_wav
-    from engines.pipeline import RenderRequest, render
+    from engines.pipeline import RenderRequest
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="avatar-warmup-") as tmp:
         clip = load_audio(SAMPLES / "speech.wav").trimmed(0.5)
         audio = write_wav(Path(tmp) / "warmup.wav", clip.samples)
-        render(RenderRequest(SAMPLES / "portrait.jpg", audio, Path(tmp) / "warmup.mp4", mode="real_time", size=64),
-               settings.models)
+        render(RenderRequest(SAMPLES / "portrait.jpg", audio, Path(tmp) / "warmup.mp4", mode="real_time", size=64))
     log.info("warm-up render done", extra={"fields": {"seconds": round(time.perf_counter() - started, 3)}})
 
 
@@ -36,11 +39,22 @@ def run_worker(args) -> int:
     settings = WorkerSettings.from_env()
     if getattr(args, "concurrency", None):
         settings = settings.__class__(**{**settings.__dict__, "concurrency": args.concurrency})
-    from .consumer import Worker
+    from engines.registry import EngineRegistry
 
-    worker = Worker(settings)
-    server = metrics.serve(settings.metrics_host, settings.metrics_port, worker.health)
-    metrics.record_engines(settings.models)
+    from .consumer import Worker
+    from .job_step import pipeline_render
+    from .kafka import ensure_broker_reachable
+
+    ensure_broker_reachable(settings.bootstrap_servers)  # no broker: one sentence naming KAFKA_BOOTSTRAP_SERVERS
+    engines = EngineRegistry.for_settings(settings.models)  # the process's engines, each built once
+    render = pipeline_render(settings.models, engines)
+    worker = Worker(settings, render=render)
+    try:
+        server = metrics.serve(settings.metrics_host, settings.metrics_port, worker.health)
+    except BaseException:
+        worker.scratch.release()
+        raise
+    metrics.record_engines(engines)
 
     def on_signal(signum, frame):
         log.info("signal %s: draining", signal.Signals(signum).name)
@@ -49,7 +63,7 @@ def run_worker(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if settings.warmup:
-        warm_up(settings)
+        warm_up(render)
     code = worker.run()
     server.shutdown()
     busy = [t for t in threading.enumerate() if t.name.startswith("render") and t.is_alive()]

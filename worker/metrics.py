@@ -5,6 +5,7 @@ Labels are bounded (mode, engine, outcome, stage, reason code, topic/partition):
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
@@ -12,6 +13,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from schemas.errors import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +58,10 @@ def record_lag(stats_json: str, topic: str) -> None:
             LAG.labels(topic, pid).set(lag)
 
 
-def record_engines(settings) -> None:
-    from engines.hardware import detect
-    from engines.registry import all_engines
-
-    hardware = detect()
-    for name, engine in all_engines().items():
-        ENGINE_AVAILABLE.labels(name, engine.mode).set(1 if engine.availability(settings, hardware).ok else 0)
+def record_engines(registry) -> None:
+    """The availability gauge of every engine of this process's engines.registry.EngineRegistry."""
+    for engine in registry.engines.values():
+        ENGINE_AVAILABLE.labels(engine.name, engine.mode).set(1 if engine.availability().ok else 0)
 
 
 class Health:
@@ -108,9 +108,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(host: str, port: int, health: Health) -> ThreadingHTTPServer:
-    """Start the HTTP server on a daemon thread; port 0 picks a free port (server.server_port)."""
+    """Start the HTTP server on a daemon thread; port 0 picks a free port (server.server_port).
+
+    A port in use is refused with one sentence naming METRICS_PORT rather than moved elsewhere: Prometheus
+    scrapes a fixed port, and a worker that silently listened on another one would go unwatched.
+    """
     handler = type("Handler", (_Handler,), {"health": health})
-    server = ThreadingHTTPServer((host, port), handler)
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise SettingsError(
+                f"METRICS_PORT={port} is already in use on {host} (another worker on this host?): set METRICS_PORT "
+                "to a free port, or to 0 for any free port.") from None
+        raise SettingsError(
+            f"The metrics server cannot listen on METRICS_HOST={host} METRICS_PORT={port}: {exc.strerror or exc}.") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     log.info("metrics on http://%s:%d/metrics", host, server.server_port,

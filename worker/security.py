@@ -19,6 +19,7 @@ import ipaddress
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -46,8 +47,8 @@ class SecurityPolicy:
     upload_retention_seconds: int = DEFAULT_UPLOAD_RETENTION_SECONDS  # 0: keep uploads forever
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "SecurityPolicy":
-        env = dict(os.environ if env is None else env)
+    def from_env(cls, env: Mapping[str, str]) -> "SecurityPolicy":
+        """From the settings mapping the entry point passes in (this module never reads os.environ)."""
         upload_dir = Path(env.get("UPLOAD_DIR") or "out/uploads").expanduser().resolve()
         raw_roots = [r for r in env.get("ALLOWED_INPUT_ROOTS", "").split(os.pathsep) if r.strip()]
         roots = [Path(r.strip()).expanduser().resolve() for r in raw_roots] or [Path.cwd().resolve()]
