@@ -110,7 +110,7 @@ def test_bad_records_go_to_the_dlq_and_the_worker_keeps_going(broker, topics, cl
     assert malformed["value"] == b"{this is not json"  # the original record, untouched
     assert malformed["headers"]["dlq_origin_topic"] == topics.requested
     assert int(malformed["headers"]["dlq_origin_offset"]) >= 0 and "dlq_origin_partition" in malformed["headers"]
-    assert malformed["headers"]["dlq_error_class"] == "InvalidEvent" and malformed["headers"]["dlq_attempts"] == "1"
+    assert malformed["headers"]["dlq_error_class"] == "MalformedJson" and malformed["headers"]["dlq_attempts"] == "1"
 
     failed = read_topic(broker, topics.failed, until=lambda r: len(r) >= 4, timeout=30)
     codes = {r["value"]["jobId"]: r["value"]["code"] for r in failed}

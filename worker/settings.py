@@ -83,7 +83,7 @@ class WorkerSettings:
             output_uri=output_uri.rstrip("/"),
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
             work_dir=Path(env.get("WORK_DIR", "").strip() or Path(os.environ.get("TMPDIR", "/tmp")) / "avatar-worker"),
-            metrics_host=env.get("METRICS_HOST", "0.0.0.0").strip(),
+            metrics_host=env.get("METRICS_HOST", "127.0.0.1").strip(),  # 0.0.0.0 for a scraper elsewhere
             metrics_port=int_env(env, "METRICS_PORT", 9108, 0),
             worker_id=env.get("WORKER_ID", "").strip() or f"{socket.gethostname()}:{os.getpid()}",
             warmup=env.get("WORKER_WARMUP", "1").strip() not in ("0", "false", "no"),
