@@ -206,3 +206,27 @@ def test_a_flood_of_malformed_records_does_not_starve_valid_jobs(broker, topics,
     # refusals on this machine (~1 s per record in the chaos run), against ~1-2 s now. Generous for a slow,
     # busy machine, still far out of the old worker's reach.
     assert refused < 12, f"refusing {malformed} records took {refused:.1f} s"
+
+
+def test_a_record_too_large_to_copy_whole_still_reaches_the_dlq_once(broker, topics, clips, tmp_path, start_worker):
+    """A record just under the producer's 1,000,000-byte limit cannot be copied with the DLQ headers added:
+    produce() raises MSG_SIZE_TOO_LARGE. The worker must neither die nor retry it forever: the DLQ gets it
+    once, without the value (its size and SHA-256 in headers), and the valid job behind it completes."""
+    import hashlib
+
+    value = b"x" * 999_900
+    good = valid_request(clips)
+    prod = producer(broker)
+    send(prod, topics.requested, value, key=b"big", partition=1)
+    send(prod, topics.requested, encode("render.requested.v1", good), key=good["jobId"].encode(), partition=1)
+    flush(prod)
+    worker = start_worker(worker_env(broker, topics, clips, tmp_path / "renders", WORKER_WARMUP=0))
+    done = read_topic(broker, topics.completed, until=lambda r: good["jobId"] in job_ids_in(r), timeout=90)
+    assert good["jobId"] in job_ids_in(done) and worker.thread.is_alive()
+    read_raw(broker, topics.dlq, until=lambda r: len(r) >= 1, timeout=30)
+    time.sleep(2)
+    dlq = read_raw(broker, topics.dlq, until=lambda r: len(r) > 1, timeout=5)
+    assert len(dlq) == 1
+    headers = dlq[0]["headers"]
+    assert headers["dlq_error_code"] == "malformed_json" and headers["dlq_value_dropped_bytes"] == str(len(value))
+    assert headers["dlq_value_sha256"] == hashlib.sha256(value).hexdigest() and not dlq[0]["value"]
