@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 MAX_BUFFERED_RECORDS = 200  # per partition: more waiting than this pauses the partition's fetches
 MAX_BUFFERED_BYTES = 32 * 1024 * 1024
-MAX_EVENT_BYTES = 990_000  # the producer's message.max.bytes (1,000,000) less room for the record's framing
 
 
 @dataclass
