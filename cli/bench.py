@@ -23,8 +23,8 @@ from engines.pipeline import RenderRequest, render
 from engines.registry import EngineRegistry
 from engines.settings import ModelSettings
 from schemas.errors import InvalidParameter
+from engines import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
 
 
 class PeakRss:

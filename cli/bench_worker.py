@@ -17,8 +17,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from engines import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
 SIZE, CLIP_SECONDS, SEQUENTIAL, BURST = 256, 2.0, 10, 10
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from .broker import create_topics, free_port, start_broker
 from worker.settings import Topics
 from .submit import ResultWatcher, build_request, publish
+from engines import SAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "engines" / "samples"
 
 
 def main(out_dir: str = "out") -> int:

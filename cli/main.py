@@ -34,7 +34,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from worker.main import run_worker
 
-    return run_worker(args)
+    return run_worker(args, os.environ)
 
 
 def _broker(args: argparse.Namespace) -> int:

@@ -66,6 +66,11 @@ class Holding:
     batch_size: int = 1
     checkpoints: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the file loaded
 
+    def as_dict(self) -> dict:
+        """The wire form (render.completed.v1 `engineDetails`, /engines, list_engines)."""
+        return {"device": self.device, "precision": self.precision, "backend": self.backend,
+                "batchSize": self.batch_size, "checkpoints": dict(self.checkpoints)}
+
 
 class Engine(abc.ABC):
     name: str  # stable id used by --engine and in output metadata
@@ -149,9 +154,7 @@ class Engine(abc.ABC):
         if not availability.ok:
             entry["reason"] = availability.reason
         if self._holding is not None:
-            held = self._holding
-            entry.update(device=held.device, precision=held.precision, backend=held.backend,
-                         batchSize=held.batch_size, checkpoints=dict(held.checkpoints))
+            entry.update(self._holding.as_dict())
         if self.stages():
             entry["stages"] = [stage.describe() for stage in self.stages()]
         return entry

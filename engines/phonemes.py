@@ -38,6 +38,12 @@ def _decoder():
             lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10, loglevel="FATAL",
             cmn="batch",  # per-utterance normalisation: the same audio always gives the same phones
         )
+        # The model's feat.params turns on noise removal, whose noise estimate carries over from one utterance
+        # to the next: phones (and so the video) would depend on what this thread decoded before. Off, a job
+        # renders the same bytes whatever ran before it (tests/test_mouth_track.py). Pauses are still
+        # gated by loudness. (A keyword argument is overridden by feat.params; reinit_feat applies it.)
+        decoder.config["remove_noise"] = False
+        decoder.reinit_feat(decoder.config)
         _local.decoder = decoder
         _local.initial_cmn = decoder.get_cmn()
     # Cepstral mean normalisation carries over between utterances; restoring its start value makes the

@@ -7,12 +7,13 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from schemas.errors import InvalidParameter
 
 from .base import EngineJob
 from .encoder import Mp4Writer
-from schemas.errors import InputError, InvalidParameter, RenderError
 from .face import frame_portrait
 from .media_audio import load_audio
 from .media_image import load_portrait
@@ -53,6 +54,7 @@ class RenderResult:
     frames_seconds: float  # time inside the engine
     encode_seconds: float  # time inside the encoder and muxer
     first_frame_seconds: float  # from start until the first frame was ready
+    engine_details: dict = field(default_factory=dict)  # what the engine held: device, precision, backend ...
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -92,7 +94,7 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     validate(request)
     settings = engines.settings
     resolution = engines.resolve(request.mode, request.engine)
-    resolution.engine.load()
+    held = resolution.engine.load()
     portrait = load_portrait(request.face_path, settings.max_image_pixels)
     audio = load_audio(request.audio_path, settings.max_audio_seconds)
     framed = frame_portrait(portrait, request.size)
@@ -133,5 +135,5 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
         frames=frames, fps=request.fps, size=request.size, audio_seconds=round(audio.duration, 3),
         render_seconds=round(finished - started, 3), decode_seconds=round(decoded - started, 3),
         frames_seconds=round(frames_seconds, 3), encode_seconds=round(encode_seconds, 3),
-        first_frame_seconds=round((first_frame_at or finished) - started, 3),
+        first_frame_seconds=round((first_frame_at or finished) - started, 3), engine_details=held.as_dict(),
     )

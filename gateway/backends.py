@@ -142,7 +142,8 @@ def conflict(spec: JobSpec) -> IdempotencyConflict:
 def succeeded_status(completion: dict[str, Any]) -> dict[str, Any]:
     """What a render.completed.v1 event adds to a job's status record."""
     status = {"jobId": completion["jobId"], "state": "succeeded"}
-    for key in ("completedAt", "attempt", "outputUri", "engine", "mode", "bytes", "sha256", "frames", "audioSeconds", "durations"):
+    for key in ("completedAt", "attempt", "outputUri", "engine", "engineDetails", "mode", "bytes", "sha256", "frames",
+                "audioSeconds", "durations"):
         if completion.get(key) is not None:
             status["updatedAt" if key == "completedAt" else key] = completion[key]
     return status

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from schemas.errors import BackendUnavailable, RenderError, Unauthorized, UnknownJob, catalog
+from schemas.errors import BackendUnavailable, HttpError, InvalidRequest, RenderError, Unauthorized, UnknownJob, catalog
 from engines.pipeline import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE
 from engines.registry import EngineRegistry
 from engines.settings import ModelSettings
@@ -158,13 +158,13 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details[:5])
-        REFUSALS.labels("invalid_request").inc()
-        return JSONResponse({"error": {"code": "invalid_request", "message": f"Invalid request: {summary}.",
+        REFUSALS.labels(InvalidRequest.code).inc()
+        return JSONResponse({"error": {"code": InvalidRequest.code, "message": f"Invalid request: {summary}.",
                                        "details": jsonable_encoder(details)}}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "http_error", "message": str(exc.detail)}
+        detail = exc.detail if isinstance(exc.detail, dict) else {"code": HttpError.code, "message": str(exc.detail)}
         return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.middleware("http")

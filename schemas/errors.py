@@ -62,6 +62,12 @@ class UnsupportedEventVersion(InvalidEvent):
     code = "unsupported_event_version"
 
 
+class InvalidRequest(InputError):
+    """A REST or MCP request body that does not fit the API's schema (unknown, missing or mistyped fields)."""
+
+    code = "invalid_request"
+
+
 class IdempotencyConflict(InputError):
     """An idempotency key was used again with different parameters."""
 
@@ -175,13 +181,6 @@ class AudioTooLong(InputError):
     http_status = 413
 
 
-class NotAVideo(InputError):
-    """A driving or avatar video could not be decoded as video."""
-
-    code = "not_a_video"
-    http_status = 415
-
-
 # ----------------------------------------------------------------------------- this machine and its engines
 
 class EngineUnavailable(RenderError):
@@ -247,6 +246,13 @@ class UnknownJob(RenderError):
     """No job with this id is known to this gateway."""
 
     code = "unknown_job"
+    http_status = 404
+
+
+class HttpError(RenderError):
+    """An HTTP-level refusal (unknown route, method not allowed), answered with the HTTP status it names."""
+
+    code = "http_error"
     http_status = 404
 
 

@@ -14,9 +14,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from engines import SAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "engines" / "samples"
 CLI = Path(sys.executable).parent / "avatar-renderer"
 
 

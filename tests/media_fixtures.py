@@ -9,8 +9,8 @@ import av
 import numpy as np
 
 from engines.media_audio import OUTPUT_RATE, load_audio, write_wav
+from engines import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
 PORTRAIT = SAMPLES / "portrait.jpg"
 SPEECH = SAMPLES / "speech.wav"
 

@@ -10,7 +10,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

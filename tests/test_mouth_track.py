@@ -53,3 +53,17 @@ def test_envelope_spans_zero_to_one():
     signal = np.where(t < 0.5, 0.5 * np.sin(2 * np.pi * 200 * t), 0.0005 * np.sin(2 * np.pi * 200 * t))
     envelope = loudness_envelope(signal.astype(np.float32))
     assert envelope[10:40].min() > 0.9 and envelope[60:90].max() < 0.1
+
+
+def test_phones_do_not_depend_on_what_was_decoded_before(tmp_path):
+    """A worker decodes many jobs on one thread: a job's phones (so its video) must not depend on the one before."""
+    from engines import SAMPLES
+    from engines.media_audio import load_audio
+    from engines.phonemes import recognise_phones
+    from tests.media_fixtures import speech_with_pause
+
+    speech = load_audio(speech_with_pause(tmp_path / "speech.wav", before=2.0, pause=1.2, after=2.5))
+    samples = speech.analysis_samples()
+    first = recognise_phones(samples)
+    recognise_phones(load_audio(SAMPLES / "speech.wav").trimmed(0.4).analysis_samples())  # a short job between
+    assert recognise_phones(samples) == first

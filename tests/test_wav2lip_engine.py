@@ -135,3 +135,19 @@ def test_registry_import_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_render_result_names_what_the_engine_held(checkpoint, tmp_path):
+    from engines import SAMPLES
+    from engines.files import file_sha256
+    from engines.media_audio import load_audio, write_wav
+    from engines.pipeline import RenderRequest
+    from engines.pipeline import render as render_request
+
+    audio = write_wav(tmp_path / "a.wav", load_audio(SAMPLES / "speech.wav").trimmed(0.4).samples)
+    engines = EngineRegistry(settings_for(checkpoint, batch_size=4), CPU)
+    result = render_request(RenderRequest(SAMPLES / "portrait.jpg", audio, tmp_path / "o.mp4", engine="wav2lip",
+                                          size=128), engines)
+    assert result.engine == "wav2lip"
+    assert result.engine_details == {"device": "cpu", "precision": "fp32", "backend": "torch-cpu", "batchSize": 4,
+                                     "checkpoints": {str(checkpoint): file_sha256(checkpoint)}}

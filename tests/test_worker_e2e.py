@@ -47,6 +47,8 @@ def test_request_to_playable_output_with_events_and_metrics(broker, topics, clip
     completion = next(r for r in done if r["value"]["jobId"] == request["jobId"])
     event, headers = completion["value"], completion["headers"]
     assert event["engine"] == "landmark-warp" and event["mode"] == "real_time" and event["attempt"] == 1
+    assert event["engineDetails"] == {"device": "cpu", "precision": "none", "backend": "numpy+opencv",
+                                      "batchSize": 1, "checkpoints": {}}
     assert event["outputUri"] == (out_dir.resolve() / f"{request['jobId']}.mp4").as_uri()
     assert headers["ce_type"] == "avatar.render.completed.v1" and headers["ce_specversion"] == "1.0"
     assert headers["content-type"] == "application/json" and headers["ce_subject"] == request["jobId"]
@@ -126,9 +128,12 @@ def test_transient_storage_failure_is_retried_to_success(broker, topics, clips, 
     blocked.write_text("a file where the output directory should be")  # mkdir fails: a real storage error
     worker = start_worker(worker_env(broker, topics, clips, blocked, MAX_ATTEMPTS=6, RETRY_BACKOFF_SECONDS=0.5))
     request = request_for(clips)
+    # The counter is process-wide (other in-process tests may have counted storage retries): wait for an increase.
+    retries = 'avatar_job_retries_total{code="storage_failed"}'
+    before = scrape(worker.metrics_url).get(retries, 0)
     publish(broker, topics, request)
     deadline = time.monotonic() + 60
-    while scrape(worker.metrics_url).get('avatar_job_retries_total{code="storage_failed"}', 0) < 1:
+    while scrape(worker.metrics_url).get(retries, 0) < before + 1:
         assert time.monotonic() < deadline, "no storage retry happened"
         time.sleep(0.1)
     blocked.unlink()  # the "outage" ends

@@ -19,8 +19,8 @@ from worker.inputs import fetch_input
 from worker.security import PathNotAllowed, SecurityPolicy, UnsupportedFormat, UrlNotAllowed
 from worker.settings import WorkerSettings
 from worker.storage import FileStorage, S3Storage, open_storage
+from engines import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
 
 
 def test_settings_defaults_and_topics():

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+from engines import SAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "engines" / "samples"
 
 
 def random_model(seed: int = 0):

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from . import metrics
 from schemas.errors import InternalError, InvalidEvent
 from schemas.events import ce_headers, check_headers, encode, now_iso, parse_request, record_job_id, safe_job_id, truncate
-from . import scratch
-from .job_step import JobStep, Outcome, Render, pipeline_render, failure_event
+
+from . import metrics, scratch
+from .job_step import JobStep, Outcome, Render, failure_event, pipeline_render, refused
 from .kafka import consumer_config, producer_config
 from .settings import WorkerSettings
 from .storage import open_storage
@@ -192,10 +192,7 @@ class Worker:
             parse_request(message.value())
             return None
         except InvalidEvent as exc:
-            exc.retryable = False
-            job_id = safe_job_id(exc.job_id) if exc.job_id else record_job_id(message.value(), message.key())
-            return Outcome("failed", job_id, failure=failure_event(job_id, None, exc, 1, self.settings.worker_id),
-                           dead_letter=True, error_class=type(exc).__name__)
+            return refused(exc, message.value(), message.key(), self.settings.worker_id)
         except Exception:  # noqa: BLE001 - a parser bug: let the job thread meet it (crashes are bounded there)
             log.exception("checking a record failed unexpectedly")
             return None
@@ -219,9 +216,8 @@ class Worker:
         crash = None
         outcome = None
         try:
-            key = message.key().decode("utf-8", "replace") if message.key() else None
             kind, ts = message.timestamp()
-            outcome = self.step.run_record(message.value(), key, ts / 1000 if kind and ts > 0 else None,
+            outcome = self.step.run_record(message.value(), message.key(), ts / 1000 if kind and ts > 0 else None,
                                            self.cancel, self._publish_running)
         except BaseException as exc:  # noqa: BLE001 - a bug must not lose the record, nor block its partition
             log.exception("job crashed: %s", exc)

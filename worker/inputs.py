@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from schemas.errors import FetchFailed, InputNotFound, InputTooLarge, RenderError, UrlNotAllowed
+from schemas.errors import FetchFailed, InputNotFound, InputTooLarge, UrlNotAllowed
 
 from .security import AUDIO, IMAGE, SecurityPolicy, check_content, materialise
 

@@ -26,7 +26,7 @@ from typing import Callable
 from engines.pipeline import RenderRequest, RenderResult
 from engines.settings import ModelSettings
 from schemas.errors import DeadlineExceeded, InvalidEvent, RenderError, from_exception
-from schemas.events import RenderRequested, now_iso, parse_request
+from schemas.events import RenderRequested, now_iso, parse_request, record_job_id, safe_job_id
 
 from . import metrics
 from .inputs import AUDIO, IMAGE, fetch_input
@@ -106,6 +106,13 @@ def failure_event(job_id: str, request: RenderRequested | None, exc: RenderError
     return payload
 
 
+def refused(exc: InvalidEvent, value: bytes | None, key: bytes | None, worker_id: str) -> Outcome:
+    """The failed (dead-lettered) Outcome of a record that can never be rendered, under a bounded job id."""
+    job_id = safe_job_id(exc.job_id) if exc.job_id else record_job_id(value, key)
+    return Outcome("failed", job_id, failure=failure_event(job_id, None, exc, 1, worker_id), dead_letter=True,
+                   error_class=type(exc).__name__)
+
+
 class JobStep:
     """Runs jobs with one worker's settings, storage and render function; built once, shared by threads."""
 
@@ -114,16 +121,13 @@ class JobStep:
         self.storage = storage
         self.render = render
 
-    def run_record(self, value: bytes | None, key: str | None, record_time: float | None, cancel: threading.Event,
+    def run_record(self, value: bytes | None, key: bytes | None, record_time: float | None, cancel: threading.Event,
                    on_running: Callable[[RenderRequested, int], None] = lambda request, attempt: None) -> Outcome:
         """A Kafka record's value: parsed (a bad record fails at once, for the DLQ), then run()."""
         try:
             request = parse_request(value)
         except InvalidEvent as exc:
-            job_id = exc.job_id or key or f"unparsed-{uuid.uuid4()}"
-            exc.retryable = False
-            return Outcome("failed", job_id, failure=failure_event(job_id, None, exc, 1, self.settings.worker_id),
-                           dead_letter=True, error_class=type(exc).__name__)
+            return refused(exc, value, key, self.settings.worker_id)
         return self.run(request, cancel, on_running, record_time)
 
     def run(self, request: RenderRequested, cancel: threading.Event,
@@ -204,6 +208,7 @@ class JobStep:
             "engine": result.engine,
             "mode": result.mode,
             "encoder": result.encoder,
+            "engineDetails": result.engine_details,
             "frames": result.frames,
             "fps": result.fps,
             "size": result.size,

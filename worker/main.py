@@ -13,13 +13,15 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Mapping
 
 from . import metrics
 from .settings import WorkerSettings
+from engines import SAMPLES
 
 log = logging.getLogger(__name__)
-SAMPLES = Path(__file__).resolve().parent.parent / "engines" / "samples"
 
 
 def warm_up(render) -> None:
@@ -35,10 +37,11 @@ def warm_up(render) -> None:
     log.info("warm-up render done", extra={"fields": {"seconds": round(time.perf_counter() - started, 3)}})
 
 
-def run_worker(args) -> int:
-    settings = WorkerSettings.from_env()
+def run_worker(args, env: Mapping[str, str]) -> int:
+    """Start a worker with the settings in `env` (the entry point passes os.environ)."""
+    settings = WorkerSettings.from_env(env)
     if getattr(args, "concurrency", None):
-        settings = settings.__class__(**{**settings.__dict__, "concurrency": args.concurrency})
+        settings = replace(settings, concurrency=args.concurrency)
     from engines.registry import EngineRegistry
 
     from .consumer import Worker
@@ -66,6 +69,7 @@ def run_worker(args) -> int:
         warm_up(render)
     code = worker.run()
     server.shutdown()
+    engines.close()  # models (and GPU memory) released before exit
     busy = [t for t in threading.enumerate() if t.name.startswith("render") and t.is_alive()]
     if busy:  # renders given back at the end of the grace period: do not wait for them to finish
         log.info("exiting with %d render thread(s) abandoned", len(busy))

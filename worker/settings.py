@@ -1,11 +1,13 @@
-"""The worker's settings, from the environment, validated once at start-up (ModelSettings included)."""
+"""The worker's settings, from the mapping the entry point read (os.environ), validated once at start-up."""
 
 from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from engines.settings import ModelSettings, SettingsError, float_env, int_env
 
@@ -56,8 +58,7 @@ class WorkerSettings:
     inputs: SecurityPolicy
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "WorkerSettings":
-        env = dict(os.environ if env is None else env)
+    def from_env(cls, env: Mapping[str, str]) -> "WorkerSettings":
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").strip()
         if not bootstrap or any(":" not in hp for hp in bootstrap.split(",")):
             raise SettingsError(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r} must be host:port[,host:port...].")
@@ -82,7 +83,7 @@ class WorkerSettings:
             statistics_interval_ms=int_env(env, "KAFKA_STATISTICS_INTERVAL_MS", 5000, 0),
             output_uri=output_uri.rstrip("/"),
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
-            work_dir=Path(env.get("WORK_DIR", "").strip() or Path(os.environ.get("TMPDIR", "/tmp")) / "avatar-worker"),
+            work_dir=Path(env.get("WORK_DIR", "").strip() or Path(tempfile.gettempdir()) / "avatar-worker"),
             metrics_host=env.get("METRICS_HOST", "127.0.0.1").strip(),  # 0.0.0.0 for a scraper elsewhere
             metrics_port=int_env(env, "METRICS_PORT", 9108, 0),
             worker_id=env.get("WORKER_ID", "").strip() or f"{socket.gethostname()}:{os.getpid()}",

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from engines.files import file_sha256
-from schemas.errors import RenderError, StorageError
+from schemas.errors import StorageError
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.errors import CheckpointError, EngineUnavailable
+from schemas.errors import CheckpointError
 
 LISTED = 8  # keys named per category in an error message
 
