@@ -5,9 +5,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY engines engines
+COPY cli cli
+COPY gateway gateway
 COPY worker worker
 COPY trt_build trt_build
+COPY engines engines
 COPY schemas schemas
 RUN pip install --no-cache-dir .
 # Owned by the runtime user, so the uploads volume (shared by gateway and workers) starts writable.

@@ -178,10 +178,12 @@ def spawn_worker(tmp_path):
         worker.process.wait(10)
 
 
-def read_topic(broker: str, topic: str, until=lambda records: False, timeout: float = 60.0) -> list[dict]:
+def read_topic(broker: str, topic: str, until=lambda records: False, timeout: float = 60.0,
+               raw: bool = False) -> list[dict]:
     """Every record of `topic` from the beginning (no group), polled until `until(records)` or timeout.
 
-    Each record: {"partition", "offset", "key", "value" (parsed JSON or raw bytes), "headers" (dict)}.
+    Each record: {"partition", "offset", "key", "value" (parsed JSON or raw bytes), "headers" (dict)};
+    raw=True keeps key and value as the bytes on the wire.
     """
     from confluent_kafka import Consumer, TopicPartition
 
@@ -197,12 +199,14 @@ def read_topic(broker: str, topic: str, until=lambda records: False, timeout: fl
             message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
-            try:
-                value = json.loads(message.value())
-            except ValueError:
-                value = message.value()
-            records.append({"partition": message.partition(), "offset": message.offset(),
-                            "key": message.key().decode() if message.key() else None, "value": value,
+            value, key = message.value(), message.key()
+            if not raw:
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+                key = key.decode() if key else None
+            records.append({"partition": message.partition(), "offset": message.offset(), "key": key, "value": value,
                             "headers": header_dict(message.headers())})
     finally:
         consumer.close()

@@ -106,3 +106,13 @@ def test_docker_compose_config_when_the_client_exists():
     result = subprocess.run([docker, "compose", "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    """The Dockerfile copies folders one by one: a new top-level package must be copied too, or the image's
+    `avatar-renderer` fails to import it."""
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
+    copied = set(re.findall(r"^COPY (\w+) \1$", (REPO / "Dockerfile").read_text(), flags=re.M))
+    assert set(packages) <= copied, f"Dockerfile does not copy {sorted(set(packages) - copied)}"

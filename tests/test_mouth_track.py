@@ -1,6 +1,6 @@
 import numpy as np
 
-from engines.media_audio import OUTPUT_RATE, load_audio
+from engines.media_audio import load_audio
 from engines.mouth_track import VISEMES, loudness_envelope, mouth_track
 from engines.phonemes import recognise_phones
 from tests.media_fixtures import speech_with_pause

@@ -109,9 +109,9 @@ def test_poison_records_end_in_the_dlq_once_and_the_valid_job_behind_them_comple
     assert good["jobId"] in job_ids_in(done), "the valid job behind the poison records never completed"
     assert thread.is_alive(), "the worker loop died"
 
-    read_raw(broker, topics.dlq, until=lambda r: len(r) >= len(poison), timeout=30)
+    read_topic(broker, topics.dlq, until=lambda r: len(r) >= len(poison), timeout=30, raw=True)
     time.sleep(2)  # a second copy of anything would arrive by now
-    dlq = read_raw(broker, topics.dlq, until=lambda r: len(r) > len(poison), timeout=5)
+    dlq = read_topic(broker, topics.dlq, until=lambda r: len(r) > len(poison), timeout=5, raw=True)
     assert sorted(r["value"] for r in dlq) == sorted(poison.values())  # each once, with its original bytes
     by_value = {r["value"]: r for r in dlq}
     assert by_value[poison["job thread crash"]]["headers"]["dlq_error_code"] == "internal_error"
@@ -133,28 +133,6 @@ def test_poison_records_end_in_the_dlq_once_and_the_valid_job_behind_them_comple
     long_id = next(r["value"] for r in failed if r["value"]["message"].startswith("render.requested.v1 invalid at jobId"))
     assert long_id["jobId"].startswith("unreadable-") and len(long_id["jobId"]) < 100
     assert thread.is_alive()
-
-
-def read_raw(broker: str, topic: str, until, timeout: float) -> list[dict]:
-    """Like conftest.read_topic, but each record's value stays the bytes on the wire."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from schemas.events import header_dict
-
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"raw-{uuid.uuid4()}", "enable.auto.commit": False})
-    meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-    records: list[dict] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not until(records):
-            message = consumer.poll(0.2)
-            if message is not None and not message.error():
-                records.append({"key": message.key(), "value": message.value(),
-                                "headers": header_dict(message.headers())})
-    finally:
-        consumer.close()
-    return records
 
 
 def test_a_flood_of_malformed_records_does_not_starve_valid_jobs(broker, topics, clips, tmp_path, start_worker):
@@ -223,9 +201,9 @@ def test_a_record_too_large_to_copy_whole_still_reaches_the_dlq_once(broker, top
     worker = start_worker(worker_env(broker, topics, clips, tmp_path / "renders", WORKER_WARMUP=0))
     done = read_topic(broker, topics.completed, until=lambda r: good["jobId"] in job_ids_in(r), timeout=90)
     assert good["jobId"] in job_ids_in(done) and worker.thread.is_alive()
-    read_raw(broker, topics.dlq, until=lambda r: len(r) >= 1, timeout=30)
+    read_topic(broker, topics.dlq, until=lambda r: len(r) >= 1, timeout=30, raw=True)
     time.sleep(2)
-    dlq = read_raw(broker, topics.dlq, until=lambda r: len(r) > 1, timeout=5)
+    dlq = read_topic(broker, topics.dlq, until=lambda r: len(r) > 1, timeout=5, raw=True)
     assert len(dlq) == 1
     headers = dlq[0]["headers"]
     assert headers["dlq_error_code"] == "malformed_json" and headers["dlq_value_dropped_bytes"] == str(len(value))

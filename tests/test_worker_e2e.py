@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import av
-import pytest
 
 from conftest import job_ids_in, read_topic, worker_env
 from cli.submit import build_request, publish
