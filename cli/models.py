@@ -13,11 +13,12 @@ import os
 import sys
 from pathlib import Path
 
+from engines.files import file_sha256
 from engines.settings import ModelSettings
 from schemas.errors import DownloadError, SettingsError
 
 from .models_catalog import ENGINES, ModelFile, entries
-from .models_download import download, sha256_of
+from .models_download import download
 
 SIDECAR = ".sha256"  # written beside a file whose SHA-256 the catalog does not know
 
@@ -107,7 +108,7 @@ def check_file(entry: ModelFile, path: Path) -> str:
     if expected is None and _sidecar(path).is_file():
         expected = _sidecar(path).read_text().split()[0]
     if expected is not None:
-        actual = sha256_of(path)
+        actual = file_sha256(path)
         if actual != expected.lower():
             return f"SHA-256 {actual}, expected {expected}"
     return ""
@@ -141,7 +142,7 @@ def run_verify(args: argparse.Namespace) -> int:
         if problem:
             print(f"error: {path}: {problem}", file=sys.stderr)
             return 1
-        print(f"OK: {path} is a Wav2Lip checkpoint; every key and shape matches (sha256 {sha256_of(path)})")
+        print(f"OK: {path} is a Wav2Lip checkpoint; every key and shape matches (sha256 {file_sha256(path)})")
         return 0
     settings = ModelSettings.from_env(dict(os.environ))
     bad = checked = missing = 0

@@ -30,6 +30,8 @@ class Downloaded:
 
 
 def _hash_file(path: Path, digest) -> None:
+    """Feed the bytes already on disk into a running digest (a resumed download keeps hashing where it stopped;
+    whole files are hashed by engines.files.file_sha256)."""
     with open(path, "rb") as handle:
         while block := handle.read(CHUNK):
             digest.update(block)
@@ -119,9 +121,3 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
         raise DownloadError(f"{dest.name}: SHA-256 {actual}, expected {sha256}; the partial file was removed")
     os.replace(part, dest)
     return Downloaded(dest, total, actual, resumed_from)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    _hash_file(path, digest)
-    return digest.hexdigest()
