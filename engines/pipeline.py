@@ -15,6 +15,7 @@ from schemas.errors import InvalidParameter
 from .base import EngineJob
 from .encoder import Mp4Writer
 from .face import frame_portrait
+from .face_choice import FaceChoice
 from .media_audio import load_audio
 from .media_image import load_portrait
 from .registry import EngineRegistry
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MIN_SIZE, MAX_SIZE = 64, 2048
 MIN_FPS, MAX_FPS = 1, 60
+FRAMINGS = ("crop",)  # "original" arrives with issue 11's framing work
 MIN_SEED, MAX_SEED = 0, 2**32 - 1  # what numpy's seeding takes; the same range as the event schema's `seed`
 
 
@@ -37,6 +39,8 @@ class RenderRequest:
     fps: int = 25
     size: int = 512
     seed: int = 0
+    face: FaceChoice = FaceChoice()  # which face of the photo (issue 11)
+    framing: str = "crop"  # crop: a size x size square around the face; original: the whole photo (issue 11)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ def validate(request: RenderRequest) -> None:
     check_fps(request.fps)
     check_size(request.size)
     check_seed(request.seed)
+    if request.framing not in FRAMINGS:
+        raise InvalidParameter(f"framing must be one of {', '.join(FRAMINGS)}, got {request.framing!r}.")
 
 
 # One check per parameter, so the command line can apply the same rules while it parses its arguments.
