@@ -3,28 +3,38 @@
 Each size renders the bundled speech clip (trimmed to --seconds) --repeats times after one warm-up render
 (which pays the one-off costs: Face Mesh graph, phone recogniser); the fastest repeat is reported with the
 median beside it. Peak memory is the process's resident set size sampled every 5 ms during the render.
+
+`--long SECONDS` (3600 by default) also renders that much speech (the bundled clip looped, written by the
+bench) at LONG_SIZE px in a fresh process, with MAX_AUDIO_SECONDS raised through the settings object, and
+reports the child's peak RSS as the kernel counted it (ru_maxrss): memory must stay flat in audio length.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
-from engines.media_audio import load_audio, write_wav
+from engines.media_audio import ANALYSIS_RATE, load_audio, write_wav
 from engines.pipeline import RenderRequest, render
 from engines.registry import EngineRegistry
 from engines.settings import ModelSettings
 from schemas.errors import InvalidParameter
 from engines import SAMPLES
 
+LONG_SIZE = 256
 
 
 class PeakRss:
@@ -102,12 +112,49 @@ def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path, e
     }
 
 
+def bench_long(seconds: float, workdir: Path, size: int = LONG_SIZE) -> dict:
+    """Render `seconds` of looped speech at `size` px in a child process; its peak RSS and timings."""
+    clip = load_audio(SAMPLES / "speech.wav").analysis_samples()  # 16 kHz keeps the looped file small
+    loops = int(seconds * ANALYSIS_RATE) // len(clip) + 1
+    workdir.mkdir(parents=True, exist_ok=True)
+    audio_path = write_wav(workdir / "long.wav", np.tile(clip, loops)[: int(seconds * ANALYSIS_RATE)], ANALYSIS_RATE)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.bench", "--long-child", str(audio_path), str(workdir / "long.mp4"),
+         str(size), str(seconds + 1)],
+        capture_output=True, text=True, env=dict(os.environ),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the long render failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _long_child(audio: str, out: str, size: str, max_seconds: str) -> None:
+    """The child of bench_long: one render with the limit raised in the settings (not the environment)."""
+    settings = dataclasses.replace(ModelSettings.from_env(dict(os.environ)), max_audio_seconds=float(max_seconds))
+    engines = EngineRegistry.for_settings(settings)
+    result = render(RenderRequest(SAMPLES / "portrait.jpg", Path(audio), Path(out), mode="real_time",
+                                  size=int(size)), engines)
+    engines.close()
+    print(json.dumps({
+        "size": result.size,
+        "audio_seconds": result.audio_seconds,
+        "frames": result.frames,
+        "render_seconds": result.render_seconds,
+        "real_time_factor": round(result.render_seconds / result.audio_seconds, 3),
+        "first_frame_seconds": result.first_frame_seconds,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
+        "output_bytes": os.path.getsize(result.output),
+    }))
+
+
 def run_bench(args) -> int:
-    """args.sizes, .seconds and .repeats arrive checked by the parser (cli/arguments.py)."""
+    """args.sizes, .seconds, .repeats and .long arrive checked by the parser (cli/arguments.py)."""
     engines = EngineRegistry.for_settings(ModelSettings.from_env(dict(os.environ)))
     try:
         with tempfile.TemporaryDirectory(prefix="avatar-bench-") as tmp:
             figures = bench_sizes(args.sizes, args.seconds, args.repeats, Path(tmp), engines)
+            if getattr(args, "long", None):
+                figures["long"] = bench_long(args.long, Path(tmp))
     finally:
         engines.close()
     out = Path(args.out)
@@ -115,3 +162,7 @@ def run_bench(args) -> int:
     out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures))
     return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--long-child"]:
+    _long_child(*sys.argv[2:6])

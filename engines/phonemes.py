@@ -53,8 +53,11 @@ def _decoder():
 
 
 def recognise_phones(samples_16k: np.ndarray) -> list[Phone]:
-    """Phones with times for mono float32 16 kHz speech."""
-    pcm = (np.clip(samples_16k, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    """Phones with times for mono 16 kHz speech: float32 in [-1, 1], or int16 PCM as it is."""
+    if samples_16k.dtype == np.int16:
+        pcm = samples_16k.astype("<i2", copy=False).tobytes()
+    else:
+        pcm = (np.clip(samples_16k, -1.0, 1.0) * 32767).astype("<i2").tobytes()
     decoder = _decoder()
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)

@@ -71,3 +71,18 @@ def test_too_long(tmp_path):
 def test_unreadable_path(tmp_path):
     with pytest.raises(UnreadableInput, match="Cannot read the audio"):
         load_audio(tmp_path / "missing.wav")
+
+
+def test_open_audio_refuses_what_load_audio_refuses(tmp_path):
+    """Renders read speech with open_audio (streamed): the same limit, silence and emptiness checks."""
+    from engines.media_audio import open_audio
+
+    with pytest.raises(AudioTooLong, match="2 s limit"):
+        open_audio(write_wav(tmp_path / "long.wav", tone(3.0)), max_seconds=2)
+    with pytest.raises(SilentAudio):
+        open_audio(write_wav(tmp_path / "silence.wav", np.zeros(OUTPUT_RATE, np.float32)))
+    with pytest.raises(NotAudio):
+        open_audio(PORTRAIT)
+    streamed = open_audio(write_wav(tmp_path / "tone.wav", tone(1.5)))
+    assert streamed.n_samples == int(1.5 * OUTPUT_RATE) and streamed.duration == 1.5
+    assert sum(len(chunk) for chunk in streamed.output_chunks()) == streamed.n_samples
