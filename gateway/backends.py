@@ -7,7 +7,8 @@ Two backends share one small interface:
 - KafkaBackend (gateway/kafka_backend.py) publishes render.requested.v1 events and follows the status topic.
 
 A status is a plain dict, the same shape from both (`status_view`): jobId, state (queued|running|succeeded|
-failed), output, qualityMode, and when known attempt, engine, mode, bytes, sha256, timings {TIMING_KEYS},
+failed), output (where the video is, or will be while queued or running; none once failed), qualityMode, and
+when known attempt, engine, mode, bytes, sha256, timings {TIMING_KEYS},
 error {code, message, retryable}, updatedAt. Both keep render.status.v1-shaped records and shape them here.
 """
 
@@ -158,7 +159,8 @@ def failed_status(failure: dict[str, Any]) -> dict[str, Any]:
 def status_view(record: dict[str, Any], storage) -> dict[str, Any]:
     """A status record (render.status.v1 fields, plus a completion's) as /status and get_render_status show it."""
     shaped = {k: v for k, v in record.items() if k not in ("outputUri", "durations", "workerId")}
-    shaped["output"] = record.get("outputUri") or storage.uri_for(record["jobId"])
+    if record.get("state") != "failed":  # a failed job has no video: no URI that would name nothing
+        shaped["output"] = record.get("outputUri") or storage.uri_for(record["jobId"])
     if record.get("durations"):
         shaped["timings"] = {k: v for k, v in record["durations"].items() if k in TIMING_KEYS}
     return shaped
@@ -166,6 +168,7 @@ def status_view(record: dict[str, Any], storage) -> dict[str, Any]:
 
 class JobBackend(Protocol):
     name: str
+    storage: Any  # worker.storage FileStorage | S3Storage: where the outputs are (OUTPUT_URI), for downloads
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         """Accept the job (spec.job_id set) and return its first status (state queued, output URI known).

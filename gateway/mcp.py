@@ -20,16 +20,20 @@ from engines.registry import EngineRegistry
 from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 
 from .backends import BackendSettings, JobBackend, JobSpec, open_backend
+from .downloads import mcp_fetch_fields
 from .engine_catalog import engine_catalog
+from .settings import DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS, GatewaySettings
 
 INSTRUCTIONS = (
     "Renders a lip-synced talking-head MP4 from a portrait image and a speech recording. Call render_avatar "
     "with paths the server may read (under its allowed input roots) or allow-listed https URLs, then poll "
-    "get_render_status with the returned jobId until state is succeeded (output is the video's URI) or failed."
+    "get_render_status with the returned jobId until state is succeeded or failed; a succeeded status gives "
+    "`path` (a file on this machine) or `url` (a presigned HTTPS link) and a `fetch` sentence saying how to get it."
 )
 
 
-def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineRegistry) -> FastMCP:
+def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineRegistry,
+                 download_url_expiry_seconds: int = DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS) -> FastMCP:
     server = FastMCP("avatar-renderer", instructions=INSTRUCTIONS)
 
     @server.tool()
@@ -45,7 +49,8 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
 
         quality_mode: auto, real_time or high_quality; left out, the server's DEFAULT_QUALITY_MODE (auto).
         engine: force one engine by name (see list_engines); it must serve quality_mode unless that is auto.
-        Returns jobId, output (URI the MP4 will be written to), qualityMode and state; poll get_render_status.
+        Returns jobId, output (URI the MP4 will be written to), qualityMode, state, and how to fetch the video
+        once done (`path` where the file will be, or that a URL will come; `fetch`); poll get_render_status.
         """
         try:
             validate(RenderRequest(face_path="", audio_path="", out_path="", mode=quality_mode, fps=fps, size=size))
@@ -60,17 +65,21 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
             status = backend.submit(spec)
         except RenderError as exc:  # one place: every refusal is "<code>: <message>"
             raise ToolError(f"{exc.code}: {exc.message}") from exc
-        return {"jobId": status["jobId"], "output": status["output"], "qualityMode": status.get("qualityMode"),
-                "state": status["state"]}
+        output = status.get("output") or backend.storage.uri_for(status["jobId"])
+        return {"jobId": status["jobId"], "output": output, "qualityMode": status.get("qualityMode"),
+                "state": status["state"],
+                **mcp_fetch_fields({**status, "output": output}, backend.storage, download_url_expiry_seconds)}
 
     @server.tool()
     def get_render_status(job_id: str) -> dict[str, Any]:
         """State of a render job (queued, running, succeeded, failed) with its output URI, engine and timings,
-        or the failure's code and message."""
+        or the failure's code and message. Succeeded: `path` (the MP4 on this machine) or `url` (a presigned
+        HTTPS GET link, valid until `urlExpiresAt`), and `fetch`, a sentence saying how to get the video."""
         status = backend.status(job_id)
         if status is None:
             raise ToolError(f"unknown_job: no job {job_id} is known.")
-        return {k: v for k, v in status.items() if v is not None}
+        shown = {k: v for k, v in status.items() if v is not None}
+        return {**shown, **mcp_fetch_fields(shown, backend.storage, download_url_expiry_seconds)}
 
     @server.tool()
     def list_engines() -> list[dict[str, Any]]:
@@ -91,12 +100,13 @@ def _protect_stdout() -> None:
 def run_mcp(args: Any, env: Mapping[str, str]) -> int:
     """`avatar-renderer mcp`: serve the tools on stdio; env is the environment cli/main.py passes in."""
     backend_settings = BackendSettings.from_env(env)
+    expiry = GatewaySettings.from_env(env).download_url_expiry_seconds
     worker = backend_settings.worker  # input policy and model settings, read as the worker reads them
     engines = EngineRegistry.for_settings(worker.models)
     backend = open_backend(backend_settings, getattr(args, "backend", "auto"), engines)
     _protect_stdout()
     try:
-        build_server(backend, worker.inputs, engines).run("stdio")
+        build_server(backend, worker.inputs, engines, expiry).run("stdio")
     finally:
         backend.close()
         engines.close()

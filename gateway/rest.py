@@ -1,5 +1,5 @@
-"""REST gateway (`avatar-renderer api`): POST /render, POST /render/upload, GET /status/{jobId}, /engines,
-/healthz, /readyz, /metrics, OpenAPI docs at /docs (gateway/docs.py).
+"""REST gateway (`avatar-renderer api`): POST /render, POST /render/upload, GET /status/{jobId}, GET /renders/{jobId}
+(the video, gateway/downloads.py), /engines, /healthz, /readyz, /metrics, OpenAPI docs at /docs (gateway/docs.py).
 
 The gateway never renders and never chooses output paths: it checks inputs with worker.security and the
 engine choice with the engine registry, hands the job to a JobBackend (Kafka, or in-process when no broker
@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping
 from fastapi import Depends, FastAPI, File, Form, Request, Security, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -35,6 +35,7 @@ from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 from .backends import JobBackend, JobSpec, requested_mode
 from .body_limit import BodyLimit
 from .docs import KEY_HEADER, add_docs
+from .downloads import MEDIA_TYPE, locate
 from .engine_catalog import engine_catalog
 from .settings import GatewaySettings
 from .uploads import UploadSweeper, save_upload
@@ -74,7 +75,7 @@ class RenderBody(BaseModel):
 
 class Accepted(BaseModel):
     jobId: str
-    output: str = Field(description="URI the video will be written to")
+    output: str = Field(description="URI the video will be written to (server-side; fetch it with GET /renders/{jobId} once succeeded)")
     qualityMode: str
     statusUrl: str
 
@@ -93,7 +94,8 @@ class JobStatus(BaseModel):
     model_config = ConfigDict(extra="allow")
     jobId: str
     state: Literal["queued", "running", "succeeded", "failed"]
-    output: str | None = None
+    output: str | None = Field(None, description="where the video is (succeeded) or will be (queued, running); absent when failed")
+    download: str | None = Field(None, description="succeeded only: absolute URL of GET /renders/{jobId}, the video")
     qualityMode: str | None = None
     engine: str | None = None
     mode: str | None = None
@@ -184,7 +186,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
         status = backend.submit(spec.with_job_id())
         SUBMITTED.labels(backend.name).inc()
         body = Accepted(
-            jobId=status["jobId"], output=status["output"], qualityMode=status.get("qualityMode") or requested_mode(spec, engines.settings.default_quality_mode),
+            jobId=status["jobId"], output=status.get("output") or backend.storage.uri_for(status["jobId"]), qualityMode=status.get("qualityMode") or requested_mode(spec, engines.settings.default_quality_mode),
             statusUrl=str(request.url_for("get_status", jobId=status["jobId"])),
         )
         return JSONResponse(body.model_dump(), status_code=202)
@@ -230,12 +232,35 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
 
     @app.get("/status/{jobId}", response_model=JobStatus, responses={404: {"model": ErrorBody}, 401: {"model": ErrorBody}},
              dependencies=auth, name="get_status")
-    def get_status(jobId: str) -> JSONResponse:
-        """State (queued, running, succeeded, failed), output URI, engine, timings or the failure reason."""
+    def get_status(jobId: str, request: Request) -> JSONResponse:
+        """State (queued, running, succeeded, failed), output URI, engine, timings or the failure reason; once
+        succeeded, `download`: the URL of the video (GET /renders/{jobId})."""
         status = backend.status(jobId)
         if status is None:
             raise UnknownJob(f"No job {jobId} is known.")
+        if status["state"] == "succeeded":
+            status = {**status, "download": str(request.url_for("get_render", jobId=jobId))}
         return JSONResponse(JobStatus.model_validate(status).model_dump(exclude_none=True))
+
+    @app.get("/renders/{jobId}", dependencies=auth, name="get_render", response_class=FileResponse, responses={
+        200: {"content": {MEDIA_TYPE: {}}, "description": "the MP4 (Accept-Ranges: bytes)"},
+        206: {"content": {MEDIA_TYPE: {}}, "description": "the byte ranges asked for"},
+        307: {"description": "s3:// storage: redirect to a presigned GET URL"},
+        401: {"model": ErrorBody}, 404: {"model": ErrorBody},
+        416: {"description": "no asked-for range lies within the file"}})
+    def get_render(jobId: str) -> Response:
+        """The finished MP4 of a succeeded job, with Range requests (seeking players, resumed downloads); for s3://
+        storage a 307 redirect to a presigned URL (DOWNLOAD_URL_EXPIRY_SECONDS). 404 `output_not_available`
+        while the job is queued or running, or when it failed."""
+        found = locate(jobId, backend.status(jobId), backend.storage, settings.download_url_expiry_seconds)
+        if found.url is not None:
+            return RedirectResponse(found.url, status_code=307)
+        # Starlette's FileResponse answers Range (206, several ranges as multipart/byteranges, 416), If-Range,
+        # ETag and Last-Modified itself.
+        return FileResponse(found.path, media_type=MEDIA_TYPE, filename=f"{jobId}.mp4", content_disposition_type="inline")
+
+    # HEAD (size and validators without the body) answered by the same function; one OpenAPI operation is enough.
+    app.add_api_route("/renders/{jobId}", get_render, methods=["HEAD"], dependencies=auth, include_in_schema=False)
 
     @app.get("/engines", dependencies=auth, responses={401: {"model": ErrorBody}})
     def list_engines() -> list[dict[str, Any]]:

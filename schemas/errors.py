@@ -249,6 +249,13 @@ class UnknownJob(RenderError):
     http_status = 404
 
 
+class OutputNotAvailable(RenderError):
+    """The job has no video to download: it is still queued or running, it failed, or its file is gone."""
+
+    code = "output_not_available"
+    http_status = 404
+
+
 class HttpError(RenderError):
     """An HTTP-level refusal (unknown route, method not allowed), answered with the HTTP status it names."""
 

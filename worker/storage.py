@@ -50,6 +50,15 @@ class FileStorage:
             raise StorageError(f"Storing the output in {self.directory} failed: {exc}.") from exc
         return Stored(target.as_uri(), target.stat().st_size, file_sha256(target))
 
+    def local_path(self, uri: str) -> Path | None:
+        """The file a file:// output URI names, or None when it lies outside this storage's directory (a
+        front door serves only its own outputs, whatever a completion event says)."""
+        parts = urlsplit(uri)
+        if parts.scheme != "file":
+            return None
+        path = Path(unquote(parts.path)).resolve()
+        return path if path.is_relative_to(self.directory.resolve()) else None
+
 
 class S3Storage:
     def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None):
@@ -62,15 +71,33 @@ class S3Storage:
     def uri_for(self, job_id: str) -> str:
         return f"s3://{self.bucket}/{self._key(job_id)}"
 
-    def put(self, job_id: str, source: Path) -> Stored:
+    def _s3(self):
+        """One client for uploads and presigning; SigV4 (what MinIO and every AWS region accept, and the only
+        signature whose presigned URLs carry their own expiry, at most 7 days)."""
         import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.config import Config
 
         if self._client is None:
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url,
+                                        config=Config(signature_version="s3v4"))
+        return self._client
+
+    def presigned_get(self, uri: str, expires_seconds: int) -> str | None:
+        """A presigned GET URL of an s3:// output URI valid for expires_seconds, or None when the URI is not an
+        object of this bucket and prefix."""
+        parts = urlsplit(uri)
+        key = unquote(parts.path).lstrip("/")
+        if parts.scheme != "s3" or parts.netloc != self.bucket or not key.startswith(f"{self.prefix}/" if self.prefix else ""):
+            return None
+        return self._s3().generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_seconds)
+
+    def put(self, job_id: str, source: Path) -> Stored:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         digest = file_sha256(source)
         try:
-            self._client.upload_file(
+            self._s3().upload_file(
                 str(source), self.bucket, self._key(job_id),
                 ExtraArgs={"ContentType": "video/mp4", "Metadata": {"sha256": digest, "job-id": job_id}},
             )
