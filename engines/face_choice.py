@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.errors import InvalidParameter
+from schemas.errors import InvalidParameter, NoFaceFound
 
 HOW = ("largest", "index", "box")
 
@@ -61,3 +61,35 @@ class FaceChoice:
         if self.how == "box":
             return {"box": list(self.box)}
         return "largest"
+
+    def pick(self, boxes: list[tuple[float, float, float, float]]) -> int:
+        """Index of the chosen face among ``boxes`` (x, y, w, h, in source pixels, left to right): the largest,
+        the N-th, or the one with most of its box inside the given box. Refuses with one sentence when the
+        index is past the last face or no face overlaps the box."""
+        count = len(boxes)
+        if self.how == "index":
+            if self.index >= count:
+                raise InvalidParameter(
+                    f"face index {self.index} was asked for, but the portrait has {count} face(s): "
+                    f"use an index from 0 to {count - 1}, counted left to right."
+                )
+            return self.index
+        if self.how == "box":
+            inside = [_inside(face, self.box) for face in boxes]
+            best = max(range(count), key=lambda i: inside[i])
+            if inside[best] <= 0:
+                found = ", ".join(f"[{x:.0f}, {y:.0f}, {w:.0f}, {h:.0f}]" for x, y, w, h in boxes)
+                x, y, w, h = self.box
+                raise NoFaceFound(
+                    f"No face overlaps the box [{x:g}, {y:g}, {w:g}, {h:g}]; the portrait's {count} face(s) "
+                    f"are at {found} (x, y, width, height)."
+                )
+            return best
+        return max(range(count), key=lambda i: boxes[i][2] * boxes[i][3])
+
+
+def _inside(face, box) -> float:
+    """The share of ``face``'s area inside ``box``."""
+    ix = max(0.0, min(face[0] + face[2], box[0] + box[2]) - max(face[0], box[0]))
+    iy = max(0.0, min(face[1] + face[3], box[1] + box[3]) - max(face[1], box[1]))
+    return ix * iy / max(1e-6, face[2] * face[3])

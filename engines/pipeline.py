@@ -14,7 +14,7 @@ from schemas.errors import InvalidParameter
 
 from .base import EngineJob
 from .encoder import Mp4Writer
-from .face import frame_portrait
+from .framing import FRAMINGS, frame_photo
 from .face_choice import FaceChoice
 from .media_audio import load_audio
 from .media_image import load_portrait
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 MIN_SIZE, MAX_SIZE = 64, 2048
 MIN_FPS, MAX_FPS = 1, 60
-FRAMINGS = ("crop",)  # "original" arrives with issue 11's framing work
 MIN_SEED, MAX_SEED = 0, 2**32 - 1  # what numpy's seeding takes; the same range as the event schema's `seed`
 
 
@@ -59,6 +58,13 @@ class RenderResult:
     encode_seconds: float  # time inside the encoder and muxer
     first_frame_seconds: float  # from start until the first frame was ready
     engine_details: dict = field(default_factory=dict)  # what the engine held: device, precision, backend ...
+    # Framing (engines/framing.py): the face used {"index", "box" [x, y, w, h] source pixels, "facesFound",
+    # "others", "turned" (quarter turns in degrees given to the photo)}, whether the video enlarges the photo,
+    # and the video's dimensions (size x size for crop; the photo's aspect, size high, for original).
+    face_used: dict = field(default_factory=dict)
+    upscaled: bool = False
+    width: int = 0
+    height: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -103,8 +109,8 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     held = resolution.engine.load()
     portrait = load_portrait(request.face_path, settings.max_image_pixels)
     audio = load_audio(request.audio_path, settings.max_audio_seconds)
-    framed = frame_portrait(portrait, request.size)
-    job = EngineJob(framed.image, framed.landmarks, audio, request.fps, request.size, request.seed)
+    framed = frame_photo(portrait, request.size, request.framing, request.face)  # engines/framing.py
+    job = EngineJob(framed.portrait, framed.landmarks, audio, request.fps, framed.render_size, request.seed)
     decoded = time.perf_counter()
 
     out_path = Path(request.out_path)
@@ -115,12 +121,12 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     frames = 0
     try:  # whatever fails (engine, encoder, the final move), no partial file is left behind
         writer = Mp4Writer(
-            partial, fps=request.fps, width=request.size, height=request.size, mode=resolution.mode, audio=audio,
+            partial, fps=request.fps, width=framed.width, height=framed.height, mode=resolution.mode, audio=audio,
             metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}"},
         )
         with writer:
             tick = time.perf_counter()
-            for frame in resolution.engine.render(job):
+            for frame in framed.frames(resolution.engine.render(job)):
                 rendered = time.perf_counter()
                 frames_seconds += rendered - tick
                 if first_frame_at is None:
@@ -142,4 +148,5 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
         render_seconds=round(finished - started, 3), decode_seconds=round(decoded - started, 3),
         frames_seconds=round(frames_seconds, 3), encode_seconds=round(encode_seconds, 3),
         first_frame_seconds=round((first_frame_at or finished) - started, 3), engine_details=held.as_dict(),
+        face_used=framed.face_used, upscaled=framed.upscaled, width=framed.width, height=framed.height,
     )
