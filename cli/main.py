@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="length of the speech clip rendered")
     bench.add_argument("--repeats", type=arguments.positive_whole, default=2,
                        help="renders per size; the fastest is reported")
+    bench.add_argument("--long", type=arguments.positive_number, nargs="?", const=3600.0, default=None,
+                       metavar="SECONDS", help="also render SECONDS (default 3600) of looped speech at 256 px in a "
+                                               "fresh process and report its peak RSS")
     bench.add_argument("--worker", action="store_true",
                        help="measure the Kafka worker path instead: jobs/s and latency added over a direct render")
     bench.add_argument("--wav2lip", action="store_true",

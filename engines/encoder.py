@@ -33,6 +33,7 @@ class EncodeProfile:
     x264_options: dict[str, str]
     nvenc_options: dict[str, str]
     extra: dict[str, str] = field(default_factory=dict)
+    aac_options: dict[str, str] = field(default_factory=dict)  # FFmpeg's native AAC encoder
 
 
 PROFILES = {
@@ -44,6 +45,7 @@ PROFILES = {
         bit_rate=2_000_000,
         x264_options={"preset": "ultrafast", "maxrate": "2000k", "bufsize": "2000k", "threads": "1"},
         nvenc_options={"preset": "p1", "tune": "ll", "rc": "cbr"},
+        aac_options={"aac_coder": "fast"},  # 2x faster than the default two-loop search (bench), speech at 128k
     ),
     # Constant quality 18, capped near 6 Mbps.
     "high_quality": EncodeProfile(
@@ -95,6 +97,8 @@ class Mp4Writer:
         self.audio = audio
         self.frames_written = 0
         self._audio_cursor = 0
+        self._audio_chunks = audio.output_chunks()  # 48 kHz float32 pieces, read as the video advances
+        self._audio_pending = np.zeros(0, np.float32)
         profile = PROFILES[mode]
         use_nvenc = nvenc_usable() if use_nvenc is None else use_nvenc
         self.codec_name = "h264_nvenc" if use_nvenc else "libx264"
@@ -111,7 +115,8 @@ class Mp4Writer:
             # cv2's RGB->I420 is BT.601 limited range; tag the stream so players decode the colours right.
             self._video.codec_context.color_range = 1  # AVCOL_RANGE_MPEG (limited)
             self._video.codec_context.colorspace = 6  # AVCOL_SPC_SMPTE170M (BT.601)
-            self._audio_stream = self._container.add_stream("aac", rate=OUTPUT_RATE, layout="mono")
+            self._audio_stream = self._container.add_stream("aac", rate=OUTPUT_RATE, layout="mono",
+                                                            options=profile.aac_options)
             self._audio_stream.bit_rate = AUDIO_BIT_RATE
         except (av.error.FFmpegError, OSError) as exc:
             raise EncodeError(f"Cannot open the encoder for {self.path}: {exc}") from exc
@@ -147,16 +152,24 @@ class Mp4Writer:
         self.path.unlink(missing_ok=True)
 
     def _write_audio_until(self, seconds: float | None) -> None:
-        samples = self.audio.samples
-        end = len(samples) if seconds is None else min(len(samples), int(seconds * OUTPUT_RATE))
+        total = self.audio.n_samples
+        end = total if seconds is None else min(total, int(seconds * OUTPUT_RATE))
         while self._audio_cursor + AAC_FRAME <= end or (seconds is None and self._audio_cursor < end):
-            chunk = samples[self._audio_cursor : self._audio_cursor + AAC_FRAME]
+            chunk = self._next_audio(min(AAC_FRAME, end - self._audio_cursor))
             frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
             frame.sample_rate = OUTPUT_RATE
             frame.pts = self._audio_cursor
             frame.time_base = Fraction(1, OUTPUT_RATE)
             self._mux(self._audio_stream.encode(frame))
             self._audio_cursor += len(chunk)
+
+    def _next_audio(self, count: int) -> np.ndarray:
+        """The next `count` output samples, taken from the audio's chunks as they come (a streamed file is
+        decoded a little ahead of the video, never held whole)."""
+        while self._audio_pending.size < count:
+            self._audio_pending = np.concatenate([self._audio_pending, next(self._audio_chunks)])
+        chunk, self._audio_pending = self._audio_pending[:count], self._audio_pending[count:]
+        return chunk
 
     def _mux(self, packets) -> None:
         try:

@@ -10,6 +10,7 @@ recogniser found nothing), spectral balance stands in for width.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -22,6 +23,8 @@ WINDOW = 400  # 25 ms analysis window
 LEAD_SECONDS = 0.03  # lips lead the sound slightly
 COARTICULATION_SECONDS = 0.035  # Gaussian sigma of target blending
 DYNAMIC_RANGE_DB = 35.0  # loudness range mapped onto closed..open
+BLOCK_STEPS = 6000  # analysis windows computed 60 s at a time (memory flat in audio length)
+PHONE_UTTERANCE_SECONDS = 60.0  # longer speech goes to the phone recogniser in utterances of this length
 
 # (opening, width) viseme targets per ARPAbet phone; opening 0..1, width -1 (rounded) .. +1 (spread).
 VISEMES: dict[str, tuple[float, float]] = {
@@ -45,12 +48,25 @@ class MouthTrack:
     used_phones: bool
 
 
+def _windows(samples_16k: np.ndarray, steps: int) -> Iterator[np.ndarray]:
+    """The WINDOW-sample window centred on each 10 ms step (zeros past either end), float32, BLOCK_STEPS
+    steps at a time: an hour of windows at once would be 1.2 GB in float64. int16 PCM is read as /32767."""
+    for first in range(0, steps, BLOCK_STEPS):
+        count = min(BLOCK_STEPS, steps - first)
+        start, stop = first * HOP - WINDOW // 2, (first + count - 1) * HOP + WINDOW // 2
+        piece = np.zeros(stop - start, np.float32)
+        inside = samples_16k[max(0, start) : max(0, min(len(samples_16k), stop))]
+        piece[max(0, -start) : max(0, -start) + len(inside)] = inside
+        if samples_16k.dtype == np.int16:
+            piece /= 32767
+        yield np.lib.stride_tricks.sliding_window_view(piece, WINDOW)[::HOP][:count]
+
+
 def loudness_envelope(samples_16k: np.ndarray) -> np.ndarray:
-    """Loudness per 10 ms step mapped to 0..1 over the clip's own dynamic range."""
-    padded = np.pad(samples_16k.astype(np.float32), (WINDOW // 2, WINDOW // 2))
-    steps = max(1, (len(padded) - WINDOW) // HOP + 1)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)[::HOP][:steps]
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    """Loudness per 10 ms step mapped to 0..1 over the clip's own dynamic range (float samples or int16 PCM)."""
+    steps = max(1, len(samples_16k) // HOP + 1)
+    rms = np.concatenate([np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+                          for frames in _windows(samples_16k, steps)])
     db = 20 * np.log10(rms)
     loud = np.percentile(db, 95)
     floor = max(np.percentile(db, 10), loud - DYNAMIC_RANGE_DB)
@@ -61,13 +77,13 @@ def loudness_envelope(samples_16k: np.ndarray) -> np.ndarray:
 
 def spectral_width(samples_16k: np.ndarray, steps: int) -> np.ndarray:
     """Spread-vs-rounded proxy: share of 1.5-3.5 kHz energy (front vowels, high F2) against 250-1 kHz."""
-    padded = np.pad(samples_16k.astype(np.float32), (WINDOW // 2, WINDOW // 2 + HOP * 2))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)[::HOP][:steps]
-    spectrum = np.abs(np.fft.rfft(frames * np.hanning(WINDOW), axis=1)) ** 2
     freqs = np.fft.rfftfreq(WINDOW, 1 / ANALYSIS_RATE)
-    high = spectrum[:, (freqs >= 1500) & (freqs < 3500)].sum(axis=1)
-    low = spectrum[:, (freqs >= 250) & (freqs < 1000)].sum(axis=1)
-    ratio = np.log10((high + 1e-9) / (low + 1e-9))
+    high, low = [], []
+    for frames in _windows(samples_16k, steps):
+        spectrum = np.abs(np.fft.rfft(frames * np.hanning(WINDOW), axis=1)) ** 2
+        high.append(spectrum[:, (freqs >= 1500) & (freqs < 3500)].sum(axis=1))
+        low.append(spectrum[:, (freqs >= 250) & (freqs < 1000)].sum(axis=1))
+    ratio = np.log10((np.concatenate(high) + 1e-9) / (np.concatenate(low) + 1e-9))
     return np.clip(ratio + 0.5, -1.0, 1.0).astype(np.float32)
 
 
@@ -90,7 +106,7 @@ def phone_targets(phones: list[Phone], steps: int) -> tuple[np.ndarray, np.ndarr
 def mouth_track(samples_16k: np.ndarray, fps: int, n_frames: int, use_phones: bool = True) -> MouthTrack:
     envelope = loudness_envelope(samples_16k)
     steps = len(envelope)
-    phones = recognise_phones(samples_16k) if use_phones else []
+    phones = _phones(samples_16k) if use_phones else []
     speech_phones = [p for p in phones if p.label != "SIL"]
     sigma = COARTICULATION_SECONDS / PHONE_HOP_SECONDS
     if speech_phones:
@@ -110,6 +126,18 @@ def mouth_track(samples_16k: np.ndarray, fps: int, n_frames: int, use_phones: bo
         envelope=_per_video_frame(envelope_smooth, fps, n_frames),
         used_phones=bool(speech_phones),
     )
+
+
+def _phones(samples_16k: np.ndarray) -> list[Phone]:
+    """Phones of the whole clip, recognised PHONE_UTTERANCE_SECONDS at a time (one utterance each), so the
+    recogniser's buffers stay small however long the speech; a clip shorter than that is one utterance."""
+    span = int(PHONE_UTTERANCE_SECONDS * ANALYSIS_RATE)
+    phones: list[Phone] = []
+    for start in range(0, len(samples_16k), span):
+        offset = start / ANALYSIS_RATE
+        phones += [Phone(p.label, p.start + offset, p.end + offset)
+                   for p in recognise_phones(samples_16k[start : start + span])]
+    return phones
 
 
 def _per_video_frame(track: np.ndarray, fps: int, n_frames: int) -> np.ndarray:

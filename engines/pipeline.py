@@ -16,7 +16,8 @@ from .base import EngineJob
 from .encoder import Mp4Writer
 from .framing import FRAMINGS, frame_photo
 from .face_choice import FaceChoice
-from .media_audio import load_audio
+from .frame_pipe import pump
+from .media_audio import open_audio
 from .media_image import load_portrait
 from .registry import EngineRegistry
 from .settings import QUALITY_MODES
@@ -54,8 +55,8 @@ class RenderResult:
     audio_seconds: float
     render_seconds: float  # wall time of the whole render, inputs to finished file
     decode_seconds: float  # loading + framing inputs
-    frames_seconds: float  # time inside the engine
-    encode_seconds: float  # time inside the encoder and muxer
+    frames_seconds: float  # time inside the engine (it overlaps encoding: engines/frame_pipe.py)
+    encode_seconds: float  # time inside the encoder and muxer, on the encoder thread
     first_frame_seconds: float  # from start until the first frame was ready
     engine_details: dict = field(default_factory=dict)  # what the engine held: device, precision, backend ...
     # Framing (engines/framing.py): the face used {"index", "box" [x, y, w, h] source pixels, "facesFound",
@@ -108,7 +109,7 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     resolution = engines.resolve(request.mode, request.engine)
     held = resolution.engine.load()
     portrait = load_portrait(request.face_path, settings.max_image_pixels)
-    audio = load_audio(request.audio_path, settings.max_audio_seconds)
+    audio = open_audio(request.audio_path, settings.max_audio_seconds)  # 16 kHz analysis kept; output streamed
     framed = frame_photo(portrait, request.size, request.framing, request.face)  # engines/framing.py
     job = EngineJob(framed.portrait, framed.landmarks, audio, request.fps, framed.render_size, request.seed)
     decoded = time.perf_counter()
@@ -116,27 +117,16 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     out_path = Path(request.out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial")
-    frames_seconds = encode_seconds = 0.0
-    first_frame_at = None
-    frames = 0
     try:  # whatever fails (engine, encoder, the final move), no partial file is left behind
         writer = Mp4Writer(
             partial, fps=request.fps, width=framed.width, height=framed.height, mode=resolution.mode, audio=audio,
             metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}"},
         )
-        with writer:
-            tick = time.perf_counter()
-            for frame in framed.frames(resolution.engine.render(job)):
-                rendered = time.perf_counter()
-                frames_seconds += rendered - tick
-                if first_frame_at is None:
-                    first_frame_at = rendered
-                writer.write(frame)
-                frames += 1
-                tick = time.perf_counter()
-                encode_seconds += tick - rendered
+        with writer:  # frames rendered here and encoded on another thread at once (engines/frame_pipe.py)
+            piped = pump(framed.frames(resolution.engine.render(job)), writer)
             close_started = time.perf_counter()
-        encode_seconds += time.perf_counter() - close_started
+        encode_seconds = piped.encode_seconds + time.perf_counter() - close_started
+        frames, frames_seconds, first_frame_at = piped.frames, piped.frames_seconds, piped.first_frame_at
         os.replace(partial, out_path)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -116,3 +116,29 @@ def test_failed_render_leaves_no_file(tmp_path):
             writer.write(np.zeros((64, 64, 3), np.uint8))
             raise RuntimeError("engine crashed")
     assert not path.exists()
+
+
+def test_streamed_audio_muxes_the_same_bytes_as_audio_in_memory(tmp_path):
+    """open_audio's track, decoded again from the file in chunks while the video is written, gives the file
+    the in-memory track gives (so the same A/V alignment), and its click still plays at 1.000 s."""
+    from engines.media_audio import load_audio, open_audio, write_wav
+
+    wav = write_wav(tmp_path / "click.wav", _click_track(3.0, 1.0).samples)
+    streamed = open_audio(wav)
+    assert streamed.n_samples == load_audio(wav).n_samples == 3 * OUTPUT_RATE
+    in_memory = _write(tmp_path / "memory.mp4", load_audio(wav), "real_time", size=64)
+    from_file = _write(tmp_path / "streamed.mp4", streamed, "real_time", size=64)
+    assert from_file.read_bytes() == in_memory.read_bytes()
+    with av.open(str(from_file)) as container:
+        decoded = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
+    assert abs(np.argmax(np.abs(decoded) > 0.2) / OUTPUT_RATE - 1.0) < 0.003
+
+
+def test_streamed_analysis_track_equals_the_whole_signal_resample(tmp_path):
+    """The 16 kHz track open_audio builds block by block is the one resample_poly gives on the whole signal
+    (here 25 s: blocks of 10 s with their edges)."""
+    from engines.media_audio import load_audio, open_audio, write_wav
+
+    rng = np.random.default_rng(3)
+    wav = write_wav(tmp_path / "noise.wav", (0.3 * rng.standard_normal(25 * OUTPUT_RATE + 7)).astype(np.float32))
+    assert np.array_equal(open_audio(wav).analysis_pcm(), load_audio(wav).analysis_pcm())
