@@ -1,7 +1,7 @@
 """Argument parsing that refuses a user's mistake with one line, using the render path's own rules.
 
 `Parser` prints `error: <sentence>` and exits 2 instead of argparse's usage block, as every other failure of
-the command line does. The `type=` functions below apply engines.pipeline's checks (size, fps) while the
+the command line does. The `type=` functions below apply engines.pipeline's checks (size, fps, face) while the
 arguments are parsed, so `submit` and `bench` refuse what `render` would refuse, before any work starts; and
 an output file that cannot be written is refused before a render spends minutes on it.
 """
@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, NoReturn
 
+from engines.face_choice import FaceChoice
 from engines.pipeline import check_fps, check_size
 from schemas.errors import InputError
 
@@ -54,7 +56,32 @@ def checked(check: Callable[[int], int]) -> Callable[[str], int]:
 
 
 size = checked(check_size)
-fps = checked(check_fps)
+
+
+def fps(text: str) -> Fraction:
+    """`25`, `29.97` (the NTSC rate 30000/1001; likewise 23.976 and 59.94) or an exact `30000/1001`, from 1 to 60."""
+    try:
+        return check_fps(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.message.rstrip(".")) from None
+
+
+def face(text: str) -> FaceChoice:
+    """`largest`, `index:N` (faces left to right from 0) or `box:X,Y,W,H` (the photo's pixels)."""
+    try:
+        return FaceChoice.parse(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.message.rstrip(".")) from None
+
+
+def add_face_arguments(parser: argparse.ArgumentParser) -> None:
+    """--pick-face and --framing, the same for `render` and `submit`."""
+    from engines.pipeline import FRAMINGS
+
+    parser.add_argument("--pick-face", type=face, default=None, metavar="largest|index:N|box:X,Y,W,H",
+                        help="which face of the photo to animate (default: the largest)")
+    parser.add_argument("--framing", choices=FRAMINGS, default=None,
+                        help="crop: a square around the face (default); original: the whole photo")
 
 
 def sizes(text: str) -> list[int]:

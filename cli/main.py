@@ -67,7 +67,9 @@ def add_kafka_commands(commands) -> None:
     submit.add_argument("--mode", choices=("auto", "real_time", "high_quality"), default=None)
     submit.add_argument("--engine", default=None)
     submit.add_argument("--size", type=arguments.size, default=None, help="output width and height in pixels")
-    submit.add_argument("--fps", type=arguments.fps, default=None)
+    submit.add_argument("--fps", type=arguments.fps, default=None,
+                        help="frames a second, 1-60: 25, 29.97 (= 30000/1001) or an exact fraction 30000/1001")
+    arguments.add_face_arguments(submit)
     submit.add_argument("--wait", action="store_true", help="wait for the completion or failure event and print it")
     submit.add_argument("--timeout", type=arguments.positive_number, default=120.0, help="seconds --wait waits")
     submit.set_defaults(handler=_submit)

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 from schemas.errors import RenderError
+from engines.face_choice import FaceChoice
 from engines.pipeline import RenderRequest, render
 from engines.registry import EngineRegistry
 from engines.settings import QUALITY_MODES, ModelSettings
 from worker.logs import configure_logging
 
+from . import arguments
 from .arguments import Parser, output_file
 from .failures import report
 
@@ -24,17 +26,25 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=QUALITY_MODES, default=None,
                         help="quality mode (default: DEFAULT_QUALITY_MODE or auto)")
     parser.add_argument("--engine", default=None, help="force one engine by name (see `avatar-renderer models list`)")
-    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--fps", type=arguments.fps, default="25",
+                        help="frames a second, 1-60: 25, 29.97 (= 30000/1001) or an exact fraction 30000/1001")
+    arguments.add_face_arguments(parser)
     parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (0 to 4294967295)")
 
 
+def render_request(args: argparse.Namespace) -> RenderRequest:
+    """The parsed arguments as the render path takes them (fps already exact, --pick-face a FaceChoice)."""
+    return RenderRequest(
+        face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
+        fps=args.fps, size=args.size, seed=args.seed, face=args.pick_face or FaceChoice(),
+        framing=args.framing or "crop",
+    )
+
+
 def run_render(args: argparse.Namespace) -> int:
     """Raises the error tree's exceptions; the caller reports them (cli.failures)."""
-    request = RenderRequest(
-        face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
-        fps=args.fps, size=args.size, seed=args.seed,
-    )
+    request = render_request(args)
     engines = EngineRegistry.for_settings(ModelSettings.from_env(dict(os.environ)))
     try:
         result = render(request, engines)

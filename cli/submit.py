@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 from schemas.events import header_dict, now_iso
+from schemas.frame_rate import fps_wire
 from worker.job_step import queued_status
 from worker.kafka import ensure_broker_reachable, publish_request, reader, request_producer
 from worker.settings import Topics
@@ -68,10 +69,19 @@ class ResultWatcher:
         self.consumer.close()
 
 
+def request_from_args(args) -> dict:
+    """The render.requested.v1 event of `submit`'s arguments (fps "30000/1001" when not whole, face's wire form)."""
+    request = build_request(str(args.face), str(args.audio), args.mode, engine=args.engine, size=args.size,
+                            fps=fps_wire(args.fps) if args.fps is not None else None, framing=args.framing)
+    if args.pick_face:  # `face` is the portrait's parameter of build_request
+        request["face"] = args.pick_face.to_wire()
+    return request
+
+
 def run_submit(args) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     topics = Topics.from_env(dict(os.environ))
-    request = build_request(str(args.face), str(args.audio), args.mode, engine=args.engine, size=args.size, fps=args.fps)
+    request = request_from_args(args)
     ensure_broker_reachable(bootstrap, BROKER_CHECK_SECONDS)  # no broker: one line (BackendUnavailable), not 30 s of logs
     watcher = ResultWatcher(bootstrap, topics) if args.wait else None
     publish(bootstrap, topics, request)

@@ -23,13 +23,14 @@ import abc
 import math
 import threading
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from .hardware import Hardware
-from .media_audio import Audio
+from .media_audio import OUTPUT_RATE, Audio
 from .settings import ModelSettings
 
 
@@ -46,14 +47,15 @@ class EngineJob:
     portrait: np.ndarray  # RGB uint8 (size, size, 3): the portrait cropped square around the face and resized
     landmarks: np.ndarray  # float32 (478, 2): Face Mesh landmarks of the largest face, in portrait pixels
     audio: Audio
-    fps: int
+    fps: Fraction  # exact (30000/1001); frame i shows at i / fps seconds. Engines use float(fps) for arrays
     size: int
     seed: int = 0  # drives blinks and head motion, so a job re-rendered gives the same video
 
     @property
     def frame_count(self) -> int:
-        """Frames covering the whole audio: video and audio lengths differ by less than one frame."""
-        return max(1, math.ceil(self.audio.duration * self.fps - 1e-6))
+        """Frames covering the whole audio: video and audio lengths differ by less than one frame (counted
+        exactly, in samples, so 10 minutes at 30000/1001 is 17983 frames, not one more or less)."""
+        return max(1, math.ceil(Fraction(self.audio.n_samples, OUTPUT_RATE) * Fraction(self.fps)))
 
 
 @dataclass

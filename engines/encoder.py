@@ -2,6 +2,10 @@
 
 Frames are encoded as they are rendered, so a long render never holds the whole video in memory. Audio is
 encoded alongside, up to the time of the last video frame, so the file is interleaved for progressive play.
+
+Timestamps are exact at any rational frame rate: the video time base is 1/fps itself (1001/30000 s at
+30000/1001), frame i has pts i, and audio is cut at the exact sample of each frame's end, so a 10-minute file at
+29.97 ends its video and audio within one frame, with no drift.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ class Mp4Writer:
         self,
         path: str | Path,
         *,
-        fps: int,
+        fps: Fraction | int,
         width: int,
         height: int,
         mode: str,
@@ -92,7 +96,7 @@ class Mp4Writer:
         if mode not in PROFILES:
             raise ValueError(f"no encode profile for mode {mode!r}")
         self.path = Path(path)
-        self.fps = fps
+        self.fps = Fraction(fps)
         self.width, self.height = even(width), even(height)
         self.audio = audio
         self.frames_written = 0
@@ -106,12 +110,13 @@ class Mp4Writer:
             self._container = av.open(str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"})
             self._container.metadata.update(metadata or {})
             self._video = self._container.add_stream(
-                self.codec_name, rate=fps, options=profile.nvenc_options if use_nvenc else profile.x264_options
+                self.codec_name, rate=self.fps, options=profile.nvenc_options if use_nvenc else profile.x264_options
             )
             self._video.width, self._video.height = self.width, self.height
             self._video.pix_fmt = "yuv420p"
             self._video.bit_rate = profile.bit_rate
-            self._video.codec_context.gop_size = 2 * fps
+            self._video.codec_context.time_base = 1 / self.fps  # one tick a frame, exact at 30000/1001
+            self._video.codec_context.gop_size = max(1, round(2 * self.fps))
             # cv2's RGB->I420 is BT.601 limited range; tag the stream so players decode the colours right.
             self._video.codec_context.color_range = 1  # AVCOL_RANGE_MPEG (limited)
             self._video.codec_context.colorspace = 6  # AVCOL_SPC_SMPTE170M (BT.601)
@@ -132,7 +137,7 @@ class Mp4Writer:
         yuv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = self.frames_written
-        frame.time_base = Fraction(1, self.fps)
+        frame.time_base = 1 / self.fps
         self._mux(self._video.encode(frame))
         self.frames_written += 1
         self._write_audio_until(self.frames_written / self.fps)
@@ -151,7 +156,7 @@ class Mp4Writer:
             pass
         self.path.unlink(missing_ok=True)
 
-    def _write_audio_until(self, seconds: float | None) -> None:
+    def _write_audio_until(self, seconds: Fraction | None) -> None:
         total = self.audio.n_samples
         end = total if seconds is None else min(total, int(seconds * OUTPUT_RATE))
         while self._audio_cursor + AAC_FRAME <= end or (seconds is None and self._audio_cursor < end):

@@ -53,7 +53,7 @@ def eye_rigs(landmarks: np.ndarray, size: int) -> list[EyeRig]:
     ]
 
 
-def blink_track(n_frames: int, fps: int, rng: np.random.Generator) -> np.ndarray:
+def blink_track(n_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
     """Lid closure per frame: blinks every 2-6 s (people blink ~10-20 times a minute), each ~0.2 s long."""
     closure = np.zeros(n_frames, np.float32)
     t = rng.uniform(0.8, 2.5)

@@ -46,12 +46,13 @@ class HeadRig:
         return cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def motion_track(n_frames: int, fps: int, envelope: np.ndarray, face_height: float, rng: np.random.Generator):
+def motion_track(n_frames: int, fps: float, envelope: np.ndarray, face_height: float, rng: np.random.Generator):
     """Per-frame (angle, shift_x, shift_y): slow random sway and tilt, plus small nods with speech emphasis."""
 
     def drift(sigma_seconds: float) -> np.ndarray:
-        noise = rng.standard_normal(n_frames + 4 * fps)
-        smooth = gaussian_filter1d(noise, sigma_seconds * fps)[2 * fps : 2 * fps + n_frames]
+        pad = round(2 * fps)  # two seconds of frames each side (fps may be 29.97...)
+        noise = rng.standard_normal(n_frames + 2 * pad)
+        smooth = gaussian_filter1d(noise, sigma_seconds * fps)[pad : pad + n_frames]
         return smooth / (np.std(smooth) + 1e-9)
 
     angle = np.radians(1.2) * drift(0.9)

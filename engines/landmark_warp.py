@@ -46,15 +46,16 @@ class LandmarkWarpEngine(Engine):
 
     def render(self, job: EngineJob) -> Iterator[np.ndarray]:
         n_frames = job.frame_count
+        fps = float(job.fps)  # frame times i / fps as float arrays; exact timing is the encoder's
         rng = np.random.default_rng(job.seed)
-        track = mouth_track(job.audio.analysis_pcm(), job.fps, n_frames)  # int16: half the memory of float32
+        track = mouth_track(job.audio.analysis_pcm(), fps, n_frames)  # int16: half the memory of float32
         landmarks = job.landmarks
         mouth = MouthRig(landmarks, job.size)
         eyes = eye_rigs(landmarks, job.size)
         head = HeadRig(landmarks, job.size)
-        closure = blink_track(n_frames, job.fps, rng)
+        closure = blink_track(n_frames, fps, rng)
         face_height = float(landmarks[face.CHIN][1] - landmarks[10][1])
-        angles, shifts_x, shifts_y = motion_track(n_frames, job.fps, track.envelope, face_height, rng)
+        angles, shifts_x, shifts_y = motion_track(n_frames, fps, track.envelope, face_height, rng)
 
         portrait = job.portrait
         expression = portrait.copy()  # portrait with this frame's mouth and eyes; background never changes

@@ -103,7 +103,7 @@ def phone_targets(phones: list[Phone], steps: int) -> tuple[np.ndarray, np.ndarr
     return opening, width, closed
 
 
-def mouth_track(samples_16k: np.ndarray, fps: int, n_frames: int, use_phones: bool = True) -> MouthTrack:
+def mouth_track(samples_16k: np.ndarray, fps: float, n_frames: int, use_phones: bool = True) -> MouthTrack:
     envelope = loudness_envelope(samples_16k)
     steps = len(envelope)
     phones = _phones(samples_16k) if use_phones else []
@@ -140,7 +140,7 @@ def _phones(samples_16k: np.ndarray) -> list[Phone]:
     return phones
 
 
-def _per_video_frame(track: np.ndarray, fps: int, n_frames: int) -> np.ndarray:
+def _per_video_frame(track: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
     """Sample a 100 Hz track at each video frame's midpoint, shifted earlier by the lip lead."""
     times = (np.arange(n_frames) + 0.5) / fps + LEAD_SECONDS
     steps = np.arange(len(track)) * PHONE_HOP_SECONDS

@@ -8,9 +8,11 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from schemas.errors import InvalidParameter
+from schemas.frame_rate import MAX_FPS, MIN_FPS, fps_number, fps_text, parse_fps
 
 from .base import EngineJob
 from .encoder import Mp4Writer
@@ -25,7 +27,6 @@ from .settings import QUALITY_MODES
 log = logging.getLogger(__name__)
 
 MIN_SIZE, MAX_SIZE = 64, 2048
-MIN_FPS, MAX_FPS = 1, 60
 MIN_SEED, MAX_SEED = 0, 2**32 - 1  # what numpy's seeding takes; the same range as the event schema's `seed`
 
 
@@ -36,7 +37,7 @@ class RenderRequest:
     out_path: Path
     mode: str | None = None  # None: DEFAULT_QUALITY_MODE
     engine: str | None = None
-    fps: int = 25
+    fps: Fraction = Fraction(25)  # exact: 30000/1001, not 29.97 (check_fps reads ints, floats and "N/D")
     size: int = 512
     seed: int = 0
     face: FaceChoice = FaceChoice()  # which face of the photo (issue 11)
@@ -50,7 +51,7 @@ class RenderResult:
     mode: str
     encoder: str
     frames: int
-    fps: int
+    fps: int | float  # a plain number (29.97); frame_rate is exact
     size: int
     audio_seconds: float
     render_seconds: float  # wall time of the whole render, inputs to finished file
@@ -59,6 +60,7 @@ class RenderResult:
     encode_seconds: float  # time inside the encoder and muxer, on the encoder thread
     first_frame_seconds: float  # from start until the first frame was ready
     engine_details: dict = field(default_factory=dict)  # what the engine held: device, precision, backend ...
+    frame_rate: str = ""  # the exact rate: "25", "30000/1001"
     # Framing (engines/framing.py): the face used {"index", "box" [x, y, w, h] source pixels, "facesFound",
     # "others", "turned" (quarter turns in degrees given to the photo)}, whether the video enlarges the photo,
     # and the video's dimensions (size x size for crop; the photo's aspect, size high, for original).
@@ -82,10 +84,12 @@ def validate(request: RenderRequest) -> None:
 
 
 # One check per parameter, so the command line can apply the same rules while it parses its arguments.
-def check_fps(fps: int) -> int:
-    if not (MIN_FPS <= fps <= MAX_FPS):
+def check_fps(fps) -> Fraction:
+    """25, 29.97, "30000/1001" ... -> the exact rate (schemas.frame_rate), refused outside MIN_FPS..MAX_FPS."""
+    rate = parse_fps(fps)
+    if not (MIN_FPS <= rate <= MAX_FPS):
         raise InvalidParameter(f"fps must be between {MIN_FPS} and {MAX_FPS}, got {fps}.")
-    return fps
+    return rate
 
 
 def check_size(size: int) -> int:
@@ -105,13 +109,14 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     engine of the process's registry (built once; the chosen engine loads its models on first use)."""
     started = time.perf_counter()
     validate(request)
+    fps = check_fps(request.fps)  # the exact rate, whatever spelling the request used
     settings = engines.settings
     resolution = engines.resolve(request.mode, request.engine)
     held = resolution.engine.load()
     portrait = load_portrait(request.face_path, settings.max_image_pixels)
     audio = open_audio(request.audio_path, settings.max_audio_seconds)  # 16 kHz analysis kept; output streamed
     framed = frame_photo(portrait, request.size, request.framing, request.face)  # engines/framing.py
-    job = EngineJob(framed.portrait, framed.landmarks, audio, request.fps, framed.render_size, request.seed)
+    job = EngineJob(framed.portrait, framed.landmarks, audio, fps, framed.render_size, request.seed)
     decoded = time.perf_counter()
 
     out_path = Path(request.out_path)
@@ -119,7 +124,7 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:  # whatever fails (engine, encoder, the final move), no partial file is left behind
         writer = Mp4Writer(
-            partial, fps=request.fps, width=framed.width, height=framed.height, mode=resolution.mode, audio=audio,
+            partial, fps=fps, width=framed.width, height=framed.height, mode=resolution.mode, audio=audio,
             metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}"},
         )
         with writer:  # frames rendered here and encoded on another thread at once (engines/frame_pipe.py)
@@ -134,7 +139,7 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     finished = time.perf_counter()
     return RenderResult(
         output=str(out_path), engine=resolution.engine.name, mode=resolution.mode, encoder=writer.encoder_label,
-        frames=frames, fps=request.fps, size=request.size, audio_seconds=round(audio.duration, 3),
+        frames=frames, fps=fps_number(fps), frame_rate=fps_text(fps), size=request.size, audio_seconds=round(audio.duration, 3),
         render_seconds=round(finished - started, 3), decode_seconds=round(decoded - started, 3),
         frames_seconds=round(frames_seconds, 3), encode_seconds=round(encode_seconds, 3),
         first_frame_seconds=round((first_frame_at or finished) - started, 3), engine_details=held.as_dict(),

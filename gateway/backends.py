@@ -22,14 +22,17 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 from urllib.parse import unquote, urlsplit
 
+from engines.face_choice import FaceChoice
 from engines.files import file_sha256
 from engines.settings import int_env
 from schemas.errors import BackendUnavailable, IdempotencyConflict, from_exception
 from schemas.events import RenderRequested, now_iso, parse_time
+from schemas.frame_rate import fps_wire
 from worker.job_step import TIMING_KEYS, JobStep, Outcome, Render, failure_event, pipeline_render, queued_status
 from worker.settings import WorkerSettings
 from worker.storage import open_storage
@@ -65,6 +68,14 @@ def requested_mode(spec: "JobSpec", default_mode: str = "auto") -> str:
     return spec.quality_mode or default_mode or "auto"
 
 
+def face_from_request(value) -> FaceChoice:
+    """A request's `face`: the wire form ("largest", {"index": N}, {"box": [x, y, w, h]}) or, in a form field or an
+    MCP string, the command line's (`index:N`, `box:X,Y,W,H`); None means largest. Bad values: InvalidParameter."""
+    if isinstance(value, str) and value.strip() != "largest":
+        return FaceChoice.parse(value)
+    return FaceChoice.from_wire(value.strip() if isinstance(value, str) else value)
+
+
 def job_id_for(idempotency_key: str | None) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)) if idempotency_key else str(uuid.uuid4())
 
@@ -77,13 +88,15 @@ class JobSpec:
     audio_uri: str
     quality_mode: str | None = None
     engine: str | None = None
-    fps: int = 25
+    fps: Fraction = Fraction(25)  # exact, as engines.pipeline.check_fps returns it
     size: int = 512
     seed: int = 0
     priority: int | None = None
     deadline: str | None = None  # RFC 3339
     idempotency_key: str | None = None
     job_id: str = field(default="")
+    face: FaceChoice = FaceChoice()  # which face of the photo (part of the idempotency fingerprint, as every field)
+    framing: str = "crop"
 
     def with_job_id(self) -> "JobSpec":
         if self.job_id:
@@ -94,11 +107,15 @@ class JobSpec:
         """The render.requested.v1 event of this job (no qualityMode given: the worker's default decides)."""
         payload: dict[str, Any] = {
             "jobId": self.job_id, "avatarUri": self.avatar_uri, "audioUri": self.audio_uri,
-            "fps": self.fps, "size": self.size, "seed": self.seed, "requestedAt": requested_at,
+            "fps": fps_wire(self.fps), "size": self.size, "seed": self.seed, "requestedAt": requested_at,
         }
         optional = {"qualityMode": self.quality_mode, "engine": self.engine, "priority": self.priority,
                     "deadline": self.deadline, "idempotencyKey": self.idempotency_key}
         payload.update({k: v for k, v in optional.items() if v is not None})
+        if self.face != FaceChoice():
+            payload["face"] = self.face.to_wire()
+        if self.framing != "crop":
+            payload["framing"] = self.framing
         return payload
 
     def to_request(self, requested_at: datetime) -> RenderRequested:
@@ -108,7 +125,7 @@ class JobSpec:
             quality_mode=self.quality_mode, engine=self.engine, fps=self.fps, size=self.size, seed=self.seed,
             priority=5 if self.priority is None else self.priority, idempotency_key=self.idempotency_key,
             deadline=parse_time(self.deadline, "deadline") if self.deadline else None,
-            requested_at=requested_at, traceparent=None,
+            requested_at=requested_at, traceparent=None, face=self.face.to_wire(), framing=self.framing,
         )
 
 
@@ -144,7 +161,7 @@ def succeeded_status(completion: dict[str, Any]) -> dict[str, Any]:
     """What a render.completed.v1 event adds to a job's status record."""
     status = {"jobId": completion["jobId"], "state": "succeeded"}
     for key in ("completedAt", "attempt", "outputUri", "engine", "engineDetails", "mode", "bytes", "sha256", "frames",
-                "audioSeconds", "durations"):
+                "fps", "frameRate", "faceUsed", "upscaled", "width", "height", "audioSeconds", "durations"):
         if completion.get(key) is not None:
             status["updatedAt" if key == "completedAt" else key] = completion[key]
     return status

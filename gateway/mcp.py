@@ -15,11 +15,11 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 
 from schemas.errors import BackendUnavailable, RenderError
-from engines.pipeline import RenderRequest, validate
+from engines.pipeline import RenderRequest, check_fps, validate
 from engines.registry import EngineRegistry
 from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 
-from .backends import BackendSettings, JobBackend, JobSpec, open_backend
+from .backends import BackendSettings, JobBackend, JobSpec, face_from_request, open_backend
 from .downloads import mcp_fetch_fields
 from .engine_catalog import engine_catalog
 from .settings import DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS, GatewaySettings
@@ -42,23 +42,30 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
         audio_path: str,
         quality_mode: Literal["auto", "real_time", "high_quality"] | None = None,
         size: int = 512,
-        fps: int = 25,
+        fps: int | float | str = 25,
         engine: str | None = None,
+        face: str | dict[str, Any] = "largest",
+        framing: str = "crop",
     ) -> dict[str, Any]:
         """Queue a talking-head render of a portrait (PNG/JPEG/WebP) speaking a recording (WAV/MP3/M4A/OGG/FLAC).
 
         quality_mode: auto, real_time or high_quality; left out, the server's DEFAULT_QUALITY_MODE (auto).
         engine: force one engine by name (see list_engines); it must serve quality_mode unless that is auto.
+        fps: frames a second, 1-60: 25, 29.97 (means 30000/1001) or an exact fraction "30000/1001".
+        face: which face of the photo: "largest", {"index": N} (left to right from 0) or {"box": [x, y, w, h]}
+        (also "index:N", "box:X,Y,W,H"). framing: "crop" (a square around the face) or "original" (the whole photo).
         Returns jobId, output (URI the MP4 will be written to), qualityMode, state, and how to fetch the video
         once done (`path` where the file will be, or that a URL will come; `fetch`); poll get_render_status.
         """
         try:
-            validate(RenderRequest(face_path="", audio_path="", out_path="", mode=quality_mode, fps=fps, size=size))
+            fps, choice = check_fps(fps), face_from_request(face)
+            validate(RenderRequest(face_path="", audio_path="", out_path="", mode=quality_mode, fps=fps, size=size,
+                                   face=choice, framing=framing))
             engines.check_request(quality_mode, engine)
             spec = JobSpec(
                 avatar_uri=check_reference(avatar_path, IMAGE, policy),
                 audio_uri=check_reference(audio_path, AUDIO, policy),
-                quality_mode=quality_mode, engine=engine, fps=fps, size=size,
+                quality_mode=quality_mode, engine=engine, fps=fps, size=size, face=choice, framing=framing,
             ).with_job_id()
             if not backend.ready():
                 raise BackendUnavailable("The job queue is not reachable; try again shortly.")

@@ -15,7 +15,7 @@ import shutil
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from fastapi import Depends, FastAPI, File, Form, Request, Security, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -27,12 +27,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.errors import BackendUnavailable, HttpError, InvalidRequest, RenderError, Unauthorized, UnknownJob, catalog
-from engines.pipeline import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE
+from engines.pipeline import FRAMINGS, MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE, check_fps
+from schemas.frame_rate import TEXT_PATTERN as FPS_TEXT
 from engines.registry import EngineRegistry
 from engines.settings import ModelSettings
 from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 
-from .backends import JobBackend, JobSpec, requested_mode
+from .backends import JobBackend, JobSpec, face_from_request, requested_mode
 from .body_limit import BodyLimit
 from .docs import KEY_HEADER, add_docs
 from .downloads import MEDIA_TYPE, locate
@@ -47,6 +48,21 @@ SUBMITTED = Counter("avatar_api_jobs_submitted_total", "Render jobs accepted by 
 
 UPLOAD_PATH = "/render/upload"  # the one route whose body may be large (BodyLimit)
 QualityMode = Literal["auto", "real_time", "high_quality"]
+Framing = Literal[FRAMINGS]  # crop (a square around the face) | original (the whole photo)
+# A number, or an exact fraction "N/D"; engines.pipeline.check_fps reads either (29.97 means 30000/1001).
+FrameRate = (Annotated[int, Field(ge=MIN_FPS, le=MAX_FPS)] | Annotated[float, Field(ge=MIN_FPS, le=MAX_FPS)]
+             | Annotated[str, Field(pattern=FPS_TEXT)])
+FPS_HELP = 'frames a second, 1-60: 25, 29.97 (= 30000/1001) or an exact fraction "30000/1001"'
+
+
+class FaceIndex(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int = Field(ge=0, le=1000, description="faces left to right, from 0")
+
+
+class FaceBox(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    box: list[float] = Field(min_length=4, max_length=4, description="x, y, width, height in the photo's pixels")
 
 
 class RenderBody(BaseModel):
@@ -57,7 +73,9 @@ class RenderBody(BaseModel):
     audioPath: str = Field(min_length=1, max_length=2048, description="speech: same forms as avatarPath")
     qualityMode: QualityMode | None = Field(None, description="default: DEFAULT_QUALITY_MODE (auto)")
     engine: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="force one engine by name (see GET /engines)")
-    fps: int = Field(25, ge=MIN_FPS, le=MAX_FPS)
+    fps: FrameRate = Field(25, description=FPS_HELP)
+    face: Literal["largest"] | FaceIndex | FaceBox = Field("largest", description="which face of the photo to animate")
+    framing: Framing = Field("crop", description="crop: a size x size square around the face; original: the whole photo")
     size: int = Field(512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=2, description="output width and height")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     priority: int | None = Field(None, ge=0, le=9)
@@ -198,8 +216,9 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
         spec = JobSpec(
             avatar_uri=check_reference(body.avatarPath, IMAGE, policy),
             audio_uri=check_reference(body.audioPath, AUDIO, policy),
-            quality_mode=body.qualityMode, engine=body.engine, fps=body.fps, size=body.size, seed=body.seed,
-            priority=body.priority, deadline=body.deadline.isoformat() if body.deadline else None,
+            quality_mode=body.qualityMode, engine=body.engine, fps=check_fps(body.fps), size=body.size, seed=body.seed,
+            face=face_from_request(body.face if isinstance(body.face, str) else body.face.model_dump()),
+            framing=body.framing, priority=body.priority, deadline=body.deadline.isoformat() if body.deadline else None,
             idempotency_key=body.idempotencyKey,
         )
         return accept(request, spec)
@@ -212,13 +231,16 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
         audio: UploadFile = File(description="speech: WAV, MP3, M4A, OGG or FLAC"),
         qualityMode: QualityMode | None = Form(None),
         engine: str | None = Form(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$"),
-        fps: int = Form(25, ge=MIN_FPS, le=MAX_FPS),
+        fps: str = Form("25", description=FPS_HELP),
+        face: str = Form("largest", description="largest, index:N or box:X,Y,W,H"),
+        framing: Framing = Form("crop"),
         size: int = Form(512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=2),
         seed: int = Form(0, ge=0, le=2**32 - 1),
         idempotencyKey: str | None = Form(None, min_length=1, max_length=200),
     ) -> JSONResponse:
         """Queue a render of an uploaded portrait and speech file (saved in the server's upload folder)."""
         engines.check_request(qualityMode, engine)
+        fps, choice = check_fps(fps), face_from_request(face)  # refused before the upload is saved
         folder = policy.upload_dir / uuid.uuid4().hex
         try:
             face = save_upload(avatar.file, folder / "avatar", IMAGE, policy, _upload_label(avatar))
@@ -227,7 +249,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
             shutil.rmtree(folder, ignore_errors=True)
             raise
         spec = JobSpec(avatar_uri=face.as_uri(), audio_uri=speech.as_uri(), quality_mode=qualityMode, engine=engine,
-                       fps=fps, size=size, seed=seed, idempotency_key=idempotencyKey)
+                       fps=fps, size=size, seed=seed, idempotency_key=idempotencyKey, face=choice, framing=framing)
         return accept(request, spec)
 
     @app.get("/status/{jobId}", response_model=JobStatus, responses={404: {"model": ErrorBody}, 401: {"model": ErrorBody}},

@@ -13,11 +13,14 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fractions import Fraction
+from typing import Any
 
 import jsonschema
 
 import schemas
-from schemas.errors import InvalidEvent, MalformedJson, UnsupportedEventVersion
+from schemas.errors import InvalidEvent, InvalidParameter, MalformedJson, UnsupportedEventVersion
+from schemas.frame_rate import MAX_FPS, MIN_FPS, parse_fps
 
 SPEC_VERSION = "1.0"
 CE_SOURCE = f"avatar-renderer/{socket.gethostname()}"
@@ -101,7 +104,7 @@ class RenderRequested:
     audio_uri: str
     quality_mode: str | None  # None: the worker's DEFAULT_QUALITY_MODE
     engine: str | None
-    fps: int
+    fps: Fraction  # exact: "30000/1001" on the wire is Fraction(30000, 1001)
     size: int
     seed: int
     priority: int
@@ -109,6 +112,20 @@ class RenderRequested:
     deadline: datetime | None
     requested_at: datetime | None
     traceparent: str | None
+    face: Any = None  # the wire form: "largest", {"index": N} or {"box": [x, y, w, h]}; None: largest
+    framing: str | None = None  # None: crop
+
+
+def _frame_rate(payload: dict) -> Fraction:
+    """The request's exact fps; a string the schema's pattern lets through ("30/0", "61") is refused here."""
+    try:
+        fps = parse_fps(payload.get("fps", 25))
+        if MIN_FPS <= fps <= MAX_FPS:
+            return fps
+        problem = f"fps must be between {MIN_FPS} and {MAX_FPS}, got {payload['fps']!r}"
+    except InvalidParameter as exc:
+        problem = exc.message
+    raise InvalidEvent(truncate(f"render.requested.v1 invalid at fps: {problem}"), safe_job_id(payload["jobId"]))
 
 
 def parse_request(value: bytes | None) -> RenderRequested:
@@ -125,13 +142,14 @@ def parse_request(value: bytes | None) -> RenderRequested:
     for alias, name in ALIASES.items():
         if alias in payload:
             payload[name] = payload.pop(alias)
+    fps = _frame_rate(payload)
     return RenderRequested(
         job_id=payload["jobId"].lower(),
         avatar_uri=payload["avatarUri"],
         audio_uri=payload["audioUri"],
         quality_mode=payload.get("qualityMode"),
         engine=payload.get("engine"),
-        fps=payload.get("fps", 25),
+        fps=fps,
         size=payload.get("size", 512),
         seed=payload.get("seed", 0),
         priority=payload.get("priority", 5),
@@ -139,6 +157,8 @@ def parse_request(value: bytes | None) -> RenderRequested:
         deadline=parse_time(payload["deadline"], "deadline") if "deadline" in payload else None,
         requested_at=parse_time(payload["requestedAt"], "requestedAt") if "requestedAt" in payload else None,
         traceparent=payload.get("traceparent"),
+        face=payload.get("face"),
+        framing=payload.get("framing"),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -201,3 +202,49 @@ def test_api_keys(inputs: Path, env: dict[str, str], policy: SecurityPolicy) -> 
         assert accepted.status_code == 202
         assert client.get(accepted.json()["statusUrl"], headers={"X-API-Key": "other"}).status_code == 200
     backend.close()
+
+
+def test_exact_frame_rate_face_and_framing(api: httpx.Client, inputs: Path) -> None:
+    """fps "30000/1001" with a face and a framing renders at exactly 30000/1001; the status reports the rate."""
+    response = api.post("/render", json={"avatarPath": "face.jpg", "audioPath": "speech.wav", "qualityMode": "real_time",
+                                         "size": 96, "fps": "30000/1001", "face": {"index": 0}, "framing": "crop"})
+    assert response.status_code == 202, response.text
+    status = wait_for(api, response.json()["statusUrl"])
+    assert status["state"] == "succeeded", status
+    assert status["frameRate"] == "30000/1001" and status["fps"] == 29.97
+    with av.open(str(assert_playable(status["output"], 1.1))) as container:
+        assert container.streams.video[0].average_rate == Fraction(30000, 1001)
+
+
+def test_upload_takes_decimal_ntsc_rate_and_face(api: httpx.Client, inputs: Path) -> None:
+    files = {"avatar": ("me.jpg", (inputs / "face.jpg").read_bytes()),
+             "audio": ("hello.wav", (inputs / "speech.wav").read_bytes())}
+    response = api.post("/render/upload", files=files,
+                        data={"size": "96", "fps": "29.97", "face": "index:0", "framing": "crop"})
+    assert response.status_code == 202, response.text
+    status = wait_for(api, response.json()["statusUrl"])
+    assert status["state"] == "succeeded" and status["frameRate"] == "30000/1001", status
+    for bad in ({"fps": "abc"}, {"fps": "0"}, {"fps": "61"}, {"face": "biggest"}, {"face": "box:1,2,3"},
+                {"framing": "wide"}):
+        refused = api.post("/render/upload", files=files, data={"size": "96", **bad})
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.json()["error"]["code"] in ("invalid_parameter", "invalid_request"), refused.text
+
+
+@pytest.mark.parametrize("field", [{"fps": 0}, {"fps": 61}, {"fps": "abc"}, {"fps": "61"}, {"fps": "30/0"},
+                                   {"fps": 29.970001}, {"face": "biggest"}, {"face": {"index": -1}},
+                                   {"face": {"box": [1, 2, 3]}}, {"face": {"index": 1, "box": [1, 2, 3, 4]}},
+                                   {"framing": "wide"}])
+def test_bad_rate_face_or_framing_is_a_422(api: httpx.Client, field: dict) -> None:
+    response = api.post("/render", json={"avatarPath": "face.jpg", "audioPath": "speech.wav", **field})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] in ("invalid_parameter", "invalid_request") and "\n" not in error["message"]
+    assert next(iter(field)) in error["message"]
+
+
+def test_decimal_rate_is_accepted_as_a_number(api: httpx.Client) -> None:
+    response = api.post("/render", json={"avatarPath": "face.jpg", "audioPath": "speech.wav", "size": 96,
+                                         "fps": 29.97, "qualityMode": "real_time"})
+    assert response.status_code == 202, response.text
+    assert wait_for(api, response.json()["statusUrl"])["frameRate"] == "30000/1001"

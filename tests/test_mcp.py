@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -102,3 +103,41 @@ def test_refusals_come_back_as_tool_errors(server_params: StdioServerParameters,
     result = run(scenario())
     assert result.isError
     assert reason in result.content[0].text
+
+
+def test_exact_rates_face_and_framing_through_mcp(server_params: StdioServerParameters, tmp_path: Path) -> None:
+    """fps "30000/1001" (and 29.97) with a face and a framing are accepted and rendered at the exact rate; 0, 61,
+    "abc", an unknown face or framing are tool errors naming invalid_parameter."""
+    face, speech = str(tmp_path / "inputs" / "face.jpg"), "speech.wav"
+    refused = [{"fps": 0}, {"fps": 61}, {"fps": "abc"}, {"fps": "30/0"}, {"face": "biggest"}, {"face": {"index": -1}},
+               {"framing": "wide"}]
+
+    async def scenario():
+        async with stdio_client(server_params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            schema = {t.name: t for t in (await session.list_tools()).tools}["render_avatar"].inputSchema
+            assert {"face", "framing", "fps"} <= set(schema["properties"])
+            submitted = await session.call_tool("render_avatar", {
+                "avatar_path": face, "audio_path": speech, "quality_mode": "real_time", "size": 96,
+                "fps": "30000/1001", "face": {"index": 0}, "framing": "crop"})
+            assert not submitted.isError, submitted.content
+            decimal = await session.call_tool("render_avatar", {
+                "avatar_path": face, "audio_path": speech, "quality_mode": "real_time", "size": 96, "fps": 29.97,
+                "face": "largest"})
+            errors = [await session.call_tool("render_avatar", {"avatar_path": face, "audio_path": speech, **bad})
+                      for bad in refused]
+            deadline = time.monotonic() + 90
+            while True:
+                status = (await session.call_tool("get_render_status",
+                                                  {"job_id": submitted.structuredContent["jobId"]})).structuredContent
+                if status["state"] in ("succeeded", "failed") or time.monotonic() > deadline:
+                    return status, decimal, errors
+
+    status, decimal, errors = run(scenario())
+    assert status["state"] == "succeeded", status
+    assert status["frameRate"] == "30000/1001" and status["fps"] == 29.97
+    with av.open(str(tmp_path / "renders" / f"{status['jobId']}.mp4")) as container:
+        assert container.streams.video[0].average_rate == Fraction(30000, 1001)
+    assert not decimal.isError, decimal.content
+    for bad, error in zip(refused, errors):
+        assert error.isError and "invalid_parameter: " in error.content[0].text, (bad, error.content)

@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from engines.face_choice import FaceChoice
 from engines.pipeline import RenderRequest, RenderResult
 from engines.settings import ModelSettings
 from schemas.errors import DeadlineExceeded, InvalidEvent, RenderError, from_exception
@@ -191,6 +192,7 @@ class JobStep:
             result = self.render(RenderRequest(
                 face_path=face, audio_path=audio, out_path=scratch / "out.mp4", mode=request.quality_mode,
                 engine=request.engine, fps=request.fps, size=request.size, seed=request.seed,
+                face=FaceChoice.from_wire(request.face), framing=request.framing or "crop",
             ))
             tick = time.perf_counter()
             stored = self.storage.put(request.job_id, Path(result.output))
@@ -220,6 +222,17 @@ class JobStep:
             "workerId": settings.worker_id,
             "completedAt": now_iso(),
         }
+        if result.frame_rate:  # the exact rate ("30000/1001"); fps is its plain number (29.97)
+            completion["frameRate"] = result.frame_rate
+        completion.update(framing_fields(result))
         if request.idempotency_key:
             completion["idempotencyKey"] = request.idempotency_key
         return completion
+
+
+def framing_fields(result: RenderResult) -> dict:
+    """faceUsed, upscaled, width, height of render.completed.v1, those the RenderResult knows (a result built
+    without framing, e.g. by an injected render, leaves them empty: face_used {}, width/height 0)."""
+    fields = {"faceUsed": getattr(result, "face_used", None) or None, "upscaled": getattr(result, "upscaled", None),
+              "width": getattr(result, "width", 0) or None, "height": getattr(result, "height", 0) or None}
+    return {k: v for k, v in fields.items() if v is not None}

@@ -67,7 +67,7 @@ class Wav2LipEngine(Engine):
         self.load()
         runner = self.runner
         n_frames = job.frame_count
-        windows = frame_windows(melspectrogram(job.audio.analysis_samples()), job.fps, n_frames)
+        windows = frame_windows(melspectrogram(job.audio.analysis_samples()), float(job.fps), n_frames)
         if base_frames is None:
             use_warp = self.settings.wav2lip_base == "landmark-warp" and self.base_engine is not None
             base_frames = landmark_warp_frames(self.base_engine, job) if use_warp else still_frames(job)
