@@ -6,7 +6,8 @@ median beside it. Peak memory is the process's resident set size sampled every 5
 
 `--long SECONDS` (3600 by default) also renders that much speech (the bundled clip looped, written by the
 bench) at LONG_SIZE px in a fresh process, with MAX_AUDIO_SECONDS raised through the settings object, and
-reports the child's peak RSS as the kernel counted it (ru_maxrss): memory must stay flat in audio length.
+reports the child's peak RSS as the kernel counted it (VmHWM of its own address space: ru_maxrss would also
+count the parent's peak, which a spawned child inherits): memory must stay flat in audio length.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -114,10 +116,8 @@ def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path, e
 
 def bench_long(seconds: float, workdir: Path, size: int = LONG_SIZE) -> dict:
     """Render `seconds` of looped speech at `size` px in a child process; its peak RSS and timings."""
-    clip = load_audio(SAMPLES / "speech.wav").analysis_samples()  # 16 kHz keeps the looped file small
-    loops = int(seconds * ANALYSIS_RATE) // len(clip) + 1
     workdir.mkdir(parents=True, exist_ok=True)
-    audio_path = write_wav(workdir / "long.wav", np.tile(clip, loops)[: int(seconds * ANALYSIS_RATE)], ANALYSIS_RATE)
+    audio_path = _looped_wav(workdir / "long.wav", seconds)
     done = subprocess.run(
         [sys.executable, "-m", "cli.bench", "--long-child", str(audio_path), str(workdir / "long.mp4"),
          str(size), str(seconds + 1)],
@@ -126,6 +126,34 @@ def bench_long(seconds: float, workdir: Path, size: int = LONG_SIZE) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"the long render failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _looped_wav(path: Path, seconds: float) -> Path:
+    """The bundled speech looped to `seconds`, 16 kHz 16-bit mono, written a clip at a time (held whole, an
+    hour would raise this process's peak by 1 GB)."""
+    clip = load_audio(SAMPLES / "speech.wav").analysis_samples()
+    pcm = (np.clip(clip, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    left = int(seconds * ANALYSIS_RATE)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(ANALYSIS_RATE)
+        while left > 0:
+            count = min(left, len(clip))
+            handle.writeframes(pcm[: 2 * count])
+            left -= count
+    return path
+
+
+def _peak_rss_mb() -> float:
+    """This address space's high-water RSS (Linux VmHWM); ru_maxrss where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _long_child(audio: str, out: str, size: str, max_seconds: str) -> None:
@@ -142,7 +170,7 @@ def _long_child(audio: str, out: str, size: str, max_seconds: str) -> None:
         "render_seconds": result.render_seconds,
         "real_time_factor": round(result.render_seconds / result.audio_seconds, 3),
         "first_frame_seconds": result.first_frame_seconds,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
+        "peak_rss_mb": _peak_rss_mb(),
         "output_bytes": os.path.getsize(result.output),
     }))
 

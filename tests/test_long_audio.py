@@ -40,3 +40,13 @@ def test_bench_long_reports_the_long_render_in_its_json(tmp_path):
     long = json.loads(out.read_text())["long"]
     assert long["size"] == 256 and long["audio_seconds"] == 4.0 and long["frames"] == 100
     assert 50 < long["peak_rss_mb"] and 0 < long["first_frame_seconds"] <= long["render_seconds"]
+
+
+def test_the_long_peak_is_the_childs_own_not_the_benchs(tmp_path):
+    """A spawned child inherits its parent's ru_maxrss; the bench reports the child's own high-water mark."""
+    import numpy as np
+
+    ballast = np.ones(700 * 2**20, np.uint8)  # this process now peaks 700 MB above a render's ~300 MB
+    del ballast
+    short = bench_long(2.0, tmp_path, size=64)
+    assert short["peak_rss_mb"] < 600, short
