@@ -4,12 +4,10 @@ video is, the Kafka backend's output served by the same route, and failed jobs t
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import os
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +17,6 @@ import av
 import boto3
 import httpx
 import pytest
-from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
@@ -29,9 +25,10 @@ from gateway.kafka_backend import KafkaBackend
 from gateway.rest import create_app
 from gateway.settings import GatewaySettings
 from schemas.errors import SettingsError
-from tests.conftest import REPO, worker_env
+from tests.conftest import worker_env
 from tests.gateway_fixtures import in_process_backend
 from tests.http_server import serve
+from tests.mcp_client import render_and_wait
 from tests.media_fixtures import PORTRAIT, speech_samples
 from worker.security import SecurityPolicy
 
@@ -245,27 +242,6 @@ def test_s3_output_redirects_to_a_presigned_url_that_serves_the_bytes(inputs: Pa
 
 # ----------------------------------------------------------------------------- MCP through a real stdio client
 
-def mcp_scenario(env: dict[str, str], avatar: str = "face.jpg"):
-    params = StdioServerParameters(command=sys.executable, args=["-m", "cli.main", "mcp"], env=env, cwd=str(REPO))
-
-    async def scenario():
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            submitted = await session.call_tool("render_avatar", {"avatar_path": avatar, "audio_path": "speech.wav",
-                                                                  "quality_mode": "real_time", "size": 128})
-            assert not submitted.isError, submitted.content
-            job = submitted.structuredContent
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                status = (await session.call_tool("get_render_status", {"job_id": job["jobId"]})).structuredContent
-                if status["state"] in ("succeeded", "failed"):
-                    return job, status
-                await asyncio.sleep(0.2)
-            raise AssertionError(f"no final state: {status}")
-
-    return asyncio.run(asyncio.wait_for(scenario(), 150))
-
-
 def mcp_env(inputs: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env.update(ALLOWED_INPUT_ROOTS=str(inputs), OUTPUT_DIR=str(tmp_path / "renders"), UPLOAD_DIR=str(tmp_path / "up"),
@@ -274,7 +250,7 @@ def mcp_env(inputs: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_mcp_results_give_the_local_path_and_a_fetch_hint(inputs: Path, tmp_path: Path) -> None:
-    job, status = mcp_scenario(mcp_env(inputs, tmp_path))
+    job, status = render_and_wait(mcp_env(inputs, tmp_path))
     path = tmp_path / "renders" / f"{job['jobId']}.mp4"
     assert job["path"] == str(path) and "poll get_render_status" in job["fetch"]
     assert status["state"] == "succeeded", status
@@ -284,7 +260,7 @@ def test_mcp_results_give_the_local_path_and_a_fetch_hint(inputs: Path, tmp_path
 
 
 def test_mcp_failed_job_has_no_output(inputs: Path, tmp_path: Path) -> None:
-    _, status = mcp_scenario(mcp_env(inputs, tmp_path), avatar="sky.png")
+    _, status = render_and_wait(mcp_env(inputs, tmp_path), avatar="sky.png")
     assert status["state"] == "failed" and status["error"]["code"] == "no_face"
     assert not {"output", "path", "url"} & set(status) and status["fetch"].startswith("Nothing to fetch")
 
@@ -292,7 +268,7 @@ def test_mcp_failed_job_has_no_output(inputs: Path, tmp_path: Path) -> None:
 def test_mcp_with_s3_storage_gives_a_presigned_url(inputs: Path, tmp_path: Path, s3_endpoint: str) -> None:
     env = mcp_env(inputs, tmp_path, OUTPUT_URI="s3://renders/mcp", S3_ENDPOINT_URL=s3_endpoint,
                   DOWNLOAD_URL_EXPIRY_SECONDS="300", **AWS)
-    job, status = mcp_scenario(env)
+    job, status = render_and_wait(env)
     assert status["state"] == "succeeded", status
     assert "path" not in status and "url" in status["fetch"] and status["urlExpiresAt"] in status["fetch"]
     assert_presigned(status["url"], 300)

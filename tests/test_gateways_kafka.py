@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
 from PIL import Image
 
 from engines.media_audio import OUTPUT_RATE, write_wav
-from tests.conftest import REPO, worker_env
+from tests.conftest import worker_env
 from tests.http_server import serve
+from tests.mcp_client import render_and_wait
 from tests.media_fixtures import PORTRAIT, speech_samples
 from gateway.rest import create_app
 from gateway.kafka_backend import KafkaBackend
@@ -92,25 +89,7 @@ def test_rest_gateway_submits_through_kafka_and_reports_the_workers_status(pipel
 
 def test_mcp_server_renders_through_kafka(pipeline, inputs: Path, tmp_path: Path) -> None:
     env, _, _ = pipeline
-    params = StdioServerParameters(command=sys.executable, args=["-m", "cli.main", "mcp"],
-                                   env={**env, "LOG_LEVEL": "WARNING"}, cwd=str(REPO))
-
-    async def scenario():
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            submitted = await session.call_tool("render_avatar", {"avatar_path": "face.jpg", "audio_path": "speech.wav",
-                                                                  "quality_mode": "auto", "size": 128})
-            assert not submitted.isError, submitted.content
-            job = submitted.structuredContent
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                status = (await session.call_tool("get_render_status", {"job_id": job["jobId"]})).structuredContent
-                if status["state"] in ("succeeded", "failed"):
-                    return job, status
-                await asyncio.sleep(0.3)
-            raise AssertionError(f"no final state: {status}")
-
-    job, status = asyncio.run(asyncio.wait_for(scenario(), 120))
+    job, status = render_and_wait({**env, "LOG_LEVEL": "WARNING"}, quality_mode="auto", timeout=120)
     assert status["state"] == "succeeded", status
     assert status["output"] == job["output"] == (tmp_path / "renders" / f"{job['jobId']}.mp4").resolve().as_uri()
     assert (tmp_path / "renders" / f"{job['jobId']}.mp4").is_file()
