@@ -386,8 +386,12 @@ class Worker:
         while backlog and backlog[0].state == "done":
             last = backlog.popleft()
         if last is not None:
+            offset = [TopicPartition(tp[0], tp[1], last.message.offset() + 1)]
             try:
-                self.consumer.store_offsets(offsets=[TopicPartition(tp[0], tp[1], last.message.offset() + 1)])
+                self.consumer.store_offsets(offsets=offset)
+                # Commit now rather than at the next auto-commit tick (up to 1 s later): a worker killed in
+                # that window would make the partition's next owner render finished jobs again.
+                self.consumer.commit(offsets=offset, asynchronous=True)
             except KafkaException as exc:
                 log.warning("could not store the offset of %s[%d]: %s", tp[0], tp[1], exc)
         if (tp in self.paused and not self.stopping.is_set() and len(backlog) < MAX_BUFFERED_RECORDS // 2
