@@ -6,7 +6,7 @@ partition (a partition is paused only when too many wait), so the next record ne
 A record is checked on the poll thread first: one that cannot be rendered (CloudEvents headers of another
 type or version, not JSON, schema violation) is refused there at once, without a render slot. Events are
 published without waiting for the previous record's acknowledgement; a partition's offset advances (stored,
-then auto-committed) only over records whose completion or failure (and DLQ copy) the broker acknowledged,
+and committed at once) only over records whose completion or failure (and DLQ copy) the broker acknowledged,
 so a crash redelivers from the first unfinished record and a re-render overwrites the same output object.
 
 Every record ends in exactly one of completed / failed+DLQ after bounded attempts, whatever it contains:
