@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,25 +9,20 @@ import av
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
-from engines.media_audio import OUTPUT_RATE, write_wav
+from engines.media_audio import write_wav
 from tests.http_server import serve
 from tests.media_fixtures import PORTRAIT, speech_samples
 from gateway.rest import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway_fixtures import in_process_backend
+from tests.gateway_fixtures import in_process_backend, wait_for, write_inputs
 from worker.security import SecurityPolicy
 from gateway.uploads import UPLOAD_FOLDER
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("api") / "inputs"
-    root.mkdir()
-    shutil.copy(PORTRAIT, root / "face.jpg")
-    write_wav(root / "speech.wav", speech_samples()[: int(1.2 * OUTPUT_RATE)])
-    Image.new("RGB", (200, 200), (120, 160, 200)).save(root / "sky.png")  # no face in it
+    root = write_inputs(tmp_path_factory.mktemp("api") / "inputs")
     (root.parent / "outside.jpg").write_bytes(PORTRAIT.read_bytes())
     (root / "escape.jpg").symlink_to(root.parent / "outside.jpg")
     return root
@@ -55,21 +48,6 @@ def api(inputs: Path, env: dict[str, str], policy: SecurityPolicy):
     with serve(create_app(backend, policy)) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
         yield client
     backend.close()
-
-
-def wait_for(client: httpx.Client, status_url: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        response = client.get(status_url)
-        assert response.status_code == 200, response.text
-        status = response.json()
-        seen.append(status["state"])
-        if status["state"] in ("succeeded", "failed"):
-            status["seen"] = seen
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"job did not finish; states seen {seen}")
 
 
 def assert_playable(uri: str, min_seconds: float) -> Path:

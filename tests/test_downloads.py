@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -18,18 +16,15 @@ import boto3
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
-from PIL import Image
 
-from engines.media_audio import OUTPUT_RATE, write_wav
 from gateway.kafka_backend import KafkaBackend
 from gateway.rest import create_app
 from gateway.settings import GatewaySettings
 from schemas.errors import SettingsError
 from tests.conftest import worker_env
-from tests.gateway_fixtures import in_process_backend
+from tests.gateway_fixtures import in_process_backend, wait_for, write_inputs
 from tests.http_server import serve
 from tests.mcp_client import render_and_wait
-from tests.media_fixtures import PORTRAIT, speech_samples
 from worker.security import SecurityPolicy
 
 KEY = "dl-key"
@@ -39,12 +34,7 @@ AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("downloads") / "inputs"
-    root.mkdir()
-    shutil.copy(PORTRAIT, root / "face.jpg")
-    write_wav(root / "speech.wav", speech_samples()[: int(1.2 * OUTPUT_RATE)])
-    Image.new("RGB", (200, 200), (120, 160, 200)).save(root / "sky.png")  # no face in it: the job fails
-    return root
+    return write_inputs(tmp_path_factory.mktemp("downloads") / "inputs")
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +42,14 @@ def env(inputs: Path) -> dict[str, str]:
     return {"ALLOWED_INPUT_ROOTS": str(inputs), "UPLOAD_DIR": str(inputs.parent / "uploads")}
 
 
-def wait_for(client: httpx.Client, url: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.get(url).json()
-        if status.get("state") in ("succeeded", "failed"):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"no final state: {status}")
+
 
 
 def submit(client: httpx.Client, avatar: str = "face.jpg") -> tuple[dict, dict]:
     accepted = client.post("/render", json={"avatarPath": avatar, "audioPath": "speech.wav", "size": 128,
                                             "qualityMode": "real_time"})
     assert accepted.status_code == 202, accepted.text
-    return accepted.json(), wait_for(client, accepted.json()["statusUrl"])
+    return accepted.json(), wait_for(client, accepted.json()["statusUrl"], timeout=90)
 
 
 # ----------------------------------------------------------------------------- file:// storage, in-process backend

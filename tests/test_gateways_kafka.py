@@ -12,6 +12,7 @@ from PIL import Image
 
 from engines.media_audio import OUTPUT_RATE, write_wav
 from tests.conftest import worker_env
+from tests.gateway_fixtures import wait_for
 from tests.http_server import serve
 from tests.mcp_client import render_and_wait
 from tests.media_fixtures import PORTRAIT, speech_samples
@@ -41,14 +42,7 @@ def pipeline(broker, topics, inputs: Path, tmp_path: Path, start_worker):
     backend.close()
 
 
-def poll(client: httpx.Client, url: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.get(url).json()
-        if status.get("state") in ("succeeded", "failed"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"no final state; last status {status}")
+
 
 
 def test_rest_gateway_submits_through_kafka_and_reports_the_workers_status(pipeline, broker, topics, tmp_path: Path) -> None:
@@ -61,14 +55,14 @@ def test_rest_gateway_submits_through_kafka_and_reports_the_workers_status(pipel
         assert accepted.status_code == 202, accepted.text
         job = accepted.json()
         assert job["output"] == (tmp_path / "renders" / f"{job['jobId']}.mp4").resolve().as_uri()
-        status = poll(client, job["statusUrl"])
+        status = wait_for(client, job["statusUrl"], timeout=90)
         assert status["state"] == "succeeded", status
         assert status["output"] == job["output"] and status["engine"] == "landmark-warp"
         assert status["timings"]["renderSeconds"] > 0 and "queueWaitSeconds" in status["timings"]
         assert (tmp_path / "renders" / f"{job['jobId']}.mp4").stat().st_size > 1000
 
         failing = client.post("/render", json={"avatarPath": "lawn.png", "audioPath": "speech.wav", "size": 128}).json()
-        failed = poll(client, failing["statusUrl"])
+        failed = wait_for(client, failing["statusUrl"], timeout=90)
         assert failed["state"] == "failed" and failed["error"]["code"] == "no_face"
 
         refused = client.post("/render", json={"avatarPath": "/etc/passwd", "audioPath": "speech.wav"})
