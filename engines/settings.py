@@ -77,6 +77,9 @@ class ModelSettings:
     wav2lip_batch: int = 0  # 0: 128 on a GPU, 16 on a CPU
     wav2lip_backend: str = "auto"  # auto: TensorRT when an engine is built for this checkpoint and GPU
     force_cpu: bool = False  # AVATAR_FORCE_CPU: ignore any GPU
+    hq_batch: int = 0  # HQ_BATCH: frames per model call in high_quality stages; 0: 16 on a GPU, 2 on a CPU
+    hq_ddim_steps: int = 25  # HQ_DDIM_STEPS: Diff2Lip DDIM sampling steps (upstream: 25); tests use fewer
+    hq_allow_cpu: bool = False  # HQ_ALLOW_CPU: let high_quality run without a GPU (very slow; tests, trials)
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 600.0
 
@@ -105,6 +108,9 @@ class ModelSettings:
             wav2lip_batch=int_env(env, "WAV2LIP_BATCH", 0, 0),
             wav2lip_backend=choice_env(env, "WAV2LIP_BACKEND", "auto", WAV2LIP_BACKENDS),
             force_cpu=flag_env(env, "AVATAR_FORCE_CPU", False),
+            hq_batch=int_env(env, "HQ_BATCH", 0, 0),
+            hq_ddim_steps=int_env(env, "HQ_DDIM_STEPS", 25, 1),
+            hq_allow_cpu=flag_env(env, "HQ_ALLOW_CPU", False),
             max_image_pixels=int_env(env, "MAX_IMAGE_PIXELS", 40_000_000, 1),
             max_audio_seconds=float_env(env, "MAX_AUDIO_SECONDS", 600.0, 0.001),
         )
