@@ -47,9 +47,12 @@ class FrameStage(Engine):
     mode = "high_quality"
     needs_gpu = False  # the chained engine decides about the GPU (HQ_ALLOW_CPU); a stage runs where it is put
 
+    halvings = 0  # set by the chained engine after a CUDA out-of-memory error: the next try uses smaller batches
+
     @property
     def batch_size(self) -> int:
-        return self.settings.hq_batch or (GPU_BATCH if self.hardware.cuda else CPU_BATCH)
+        configured = self.settings.hq_batch or (GPU_BATCH if self.hardware.cuda else CPU_BATCH)
+        return max(1, configured >> self.halvings)
 
     @abc.abstractmethod
     def transform(self, job: EngineJob, pairs: Iterable[Pair]) -> Iterator[Pair]:
