@@ -114,18 +114,33 @@ def check_file(entry: ModelFile, path: Path) -> str:
     return ""
 
 
+# engine -> (module, function) that loads one of its checkpoint files strictly, raising CheckpointError
+# (engine_unavailable) naming the first bad key. Engines with several files (SadTalker) pick by file name.
+LOADERS = {
+    "wav2lip": ("engines.wav2lip.checkpoint", "load_wav2lip"),
+    "fomm": ("engines.fomm.checkpoint", "load_fomm"),
+    "diff2lip": ("engines.diff2lip.checkpoint", "load_diff2lip"),
+    "gfpgan": ("engines.gfpgan.checkpoint", "load_gfpgan"),
+}
+LABELS = {"wav2lip": "Wav2Lip", "fomm": "FOMM vox-256", "diff2lip": "Diff2Lip", "gfpgan": "GFPGAN v1.3/v1.4",
+          "sadtalker": "SadTalker"}
+
+
 def verify_loadable(engine: str, path: Path) -> str:
-    """Load-check what this build can load (Wav2Lip, strictly); empty when fine."""
-    if engine != "wav2lip":
-        return ""
+    """Load-check ``path`` strictly into this build's model for ``engine``; empty when fine."""
+    import importlib
+
     from schemas.errors import EngineUnavailable
 
+    if engine not in LOADERS:
+        return ""
+    module, function = LOADERS[engine]
     try:
-        from engines.wav2lip.checkpoint import load_wav2lip
-
-        load_wav2lip(path)
+        load = getattr(importlib.import_module(module), function)
     except ImportError:
         return "cannot load-check it: PyTorch is not installed (pip install 'avatar-renderer[neural]')"
+    try:
+        load(path)
     except EngineUnavailable as exc:
         return exc.message
     return ""
@@ -135,14 +150,15 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.checkpoint:
         engine = (args.engine or ["wav2lip"])[0]
         path = Path(args.checkpoint)
-        if engine != "wav2lip":
-            print(f"error: this build can load-check only wav2lip checkpoints, not {engine}", file=sys.stderr)
+        if engine not in LOADERS:
+            print(f"error: this build can load-check {', '.join(sorted(LOADERS))} checkpoints, not {engine}",
+                  file=sys.stderr)
             return 2
         problem = "does not exist" if not path.is_file() else verify_loadable(engine, path)
         if problem:
             print(f"error: {path}: {problem}", file=sys.stderr)
             return 1
-        print(f"OK: {path} is a Wav2Lip checkpoint; every key and shape matches (sha256 {file_sha256(path)})")
+        print(f"OK: {path} is a {LABELS[engine]} checkpoint; every key and shape matches (sha256 {file_sha256(path)})")
         return 0
     settings = ModelSettings.from_env(dict(os.environ))
     bad = checked = missing = 0
@@ -182,7 +198,7 @@ def add_models_command(commands) -> None:
     fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     fetch.set_defaults(handler=run_download)
 
-    verify = actions.add_parser("verify", help="check sizes and hashes; load Wav2Lip checkpoints strictly")
+    verify = actions.add_parser("verify", help="check sizes and hashes; load checkpoints strictly")
     verify.add_argument("--engine", action="append", choices=ENGINES, help=engine_help)
     verify.add_argument("--checkpoint", help="check this file instead of the catalogued ones")
     verify.set_defaults(handler=run_verify)

@@ -1,10 +1,11 @@
 """Which engine renders a request: quality mode + hardware + checkpoints present -> one engine.
 
-auto         -> high_quality when a GPU and the FOMM + Diff2Lip checkpoints are there (and an engine is built),
+auto         -> high_quality when a GPU and the FOMM + Diff2Lip + GFPGAN checkpoints are there,
                 else the neural real_time engine when its checkpoints are there,
                 else the built-in weightless engine (logged, with how to get the neural models).
 real_time    -> the neural real_time engine when available, else the built-in engine (the CPU path).
-high_quality -> its engine, or a clear error naming what is missing (or that this build has none yet).
+high_quality -> its engine, or a clear error naming what is missing. HQ_ALLOW_CPU lets it run without a GPU
+                when asked for by name or mode; auto never picks it without a GPU.
 
 An EngineRegistry is built once per process from the settings and hardware the entry point found; it builds
 each engine once, so models loaded by one job serve the next, and closes them all at shutdown.
@@ -24,7 +25,6 @@ from .settings import QUALITY_MODES, ModelSettings
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".safetensors", ".onnx")
 BUILTIN = "landmark-warp"
 
 
@@ -35,19 +35,15 @@ class Resolution:
     why: str  # one sentence on why this engine was chosen
 
 
-def has_checkpoints(directory: Path) -> bool:
-    return directory.is_dir() and any(
-        p.is_file() and p.name.endswith(CHECKPOINT_SUFFIXES) for p in directory.rglob("*")
-    )
-
-
 def built_engines(settings: ModelSettings, hardware: Hardware) -> list[Engine]:
     """Every engine this build contains. Neural engines register here as they are built."""
     from .landmark_warp import LandmarkWarpEngine
     from .wav2lip.engine import Wav2LipEngine  # imports no torch until it loads
 
+    from .high_quality import HighQualityEngine  # imports no torch until it loads
+
     builtin = LandmarkWarpEngine(settings, hardware)
-    return [builtin, Wav2LipEngine(settings, hardware, base_engine=builtin)]
+    return [builtin, Wav2LipEngine(settings, hardware, base_engine=builtin), HighQualityEngine(settings, hardware)]
 
 
 class EngineRegistry:
@@ -99,12 +95,14 @@ class EngineRegistry:
         builtin = self.engines[BUILTIN]
         neural_rt = [e for e in self.engines.values() if e.mode == "real_time" and e is not builtin]
         hq = [e for e in self.engines.values() if e.mode == "high_quality"]
-        hq_missing = self.high_quality_missing()
+        hq_missing = self.high_quality_missing(allow_cpu=mode == "high_quality" and self.settings.hq_allow_cpu)
 
         if mode in ("auto", "high_quality"):
             for engine in hq:
                 if not hq_missing and engine.availability().ok:
-                    return Resolution(engine, "high_quality", "GPU and FOMM + Diff2Lip checkpoints are present")
+                    where = "a GPU" if self.hardware.cuda else "the CPU (HQ_ALLOW_CPU)"
+                    return Resolution(engine, "high_quality",
+                                      f"FOMM + Diff2Lip + GFPGAN checkpoints are present; running on {where}")
             if mode == "high_quality":
                 if not hq:
                     raise EngineUnavailable(
@@ -131,15 +129,18 @@ class EngineRegistry:
         log.info(why)
         return Resolution(builtin, "real_time", why)
 
-    def high_quality_missing(self) -> list[str]:
+    def high_quality_missing(self, allow_cpu: bool = False) -> list[str]:
         """What this machine lacks for high_quality (FOMM + Diff2Lip + GFPGAN), in words a user can act on."""
         missing = []
-        if not self.hardware.cuda:
+        if not self.hardware.cuda and not allow_cpu:
             missing.append("an NVIDIA GPU with CUDA (none was found)")
-        if not has_checkpoints(self.settings.fomm_ckpt_dir):
-            missing.append(f"FOMM checkpoints in FOMM_CKPT_DIR={self.settings.fomm_ckpt_dir}")
-        if not has_checkpoints(self.settings.diff2lip_ckpt_dir):
-            missing.append(f"Diff2Lip checkpoints in DIFF2LIP_CKPT_DIR={self.settings.diff2lip_ckpt_dir}")
+        settings = self.settings
+        for label, variable, path in (
+                ("the FOMM checkpoint", "FOMM_CKPT_DIR", settings.fomm_ckpt_dir / "vox-cpk.pth.tar"),
+                ("the Diff2Lip checkpoint", "DIFF2LIP_CKPT_DIR", settings.diff2lip_ckpt_dir / "checkpoint.pt"),
+                ("the GFPGAN checkpoint", "GFPGAN_CKPT", settings.gfpgan_ckpt)):
+            if not path.is_file():
+                missing.append(f"{label} {path} ({variable})")
         return missing
 
     def _explicit(self, name: str) -> Resolution:

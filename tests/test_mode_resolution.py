@@ -41,8 +41,8 @@ def _engines(settings, hardware, with_hq=True):
     engines = [LandmarkWarpEngine(settings, hardware),
                CheckpointEngine(settings, hardware, "wav2lip", "real_time", False, lambda s: s.wav2lip_ckpt)]
     if with_hq:
-        engines.append(CheckpointEngine(settings, hardware, "fomm-diff2lip", "high_quality", True,
-                                        lambda s: s.diff2lip_ckpt_dir / "model.pt"))
+        engines.append(CheckpointEngine(settings, hardware, "fomm-diff2lip-gfpgan", "high_quality", True,
+                                        lambda s: s.diff2lip_ckpt_dir / "checkpoint.pt"))
     return EngineRegistry(settings, hardware, engines)
 
 
@@ -76,13 +76,23 @@ def test_auto_picks_neural_real_time_when_its_checkpoint_is_there(tmp_path):
     assert chosen.engine.name == "wav2lip" and chosen.mode == "real_time"
 
 
-def test_auto_picks_high_quality_with_gpu_and_fomm_diff2lip(tmp_path):
-    settings = _settings(tmp_path)
+def _touch_hq(settings):
     _touch(settings.fomm_ckpt_dir / "vox-cpk.pth.tar")
-    _touch(settings.diff2lip_ckpt_dir / "model.pt")
+    _touch(settings.diff2lip_ckpt_dir / "checkpoint.pt")
+    _touch(settings.gfpgan_ckpt)
+
+
+def test_auto_picks_high_quality_with_gpu_and_all_three_checkpoints(tmp_path):
+    settings = _settings(tmp_path)
+    _touch_hq(settings)
     assert resolve("auto", None, settings, GPU).mode == "high_quality"
     # Same checkpoints, no GPU: falls back to the real_time path.
     assert resolve("auto", None, settings, CPU).engine.name == "landmark-warp"
+    # Without GFPGAN, auto does not pick high_quality either, and high_quality names the file.
+    settings.gfpgan_ckpt.unlink()
+    assert resolve("auto", None, settings, GPU).mode == "real_time"
+    with pytest.raises(EngineUnavailable, match="GFPGAN_CKPT"):
+        resolve("high_quality", None, settings, GPU)
 
 
 def test_high_quality_without_gpu_names_what_is_missing(tmp_path):
@@ -90,6 +100,7 @@ def test_high_quality_without_gpu_names_what_is_missing(tmp_path):
         resolve("high_quality", None, _settings(tmp_path), CPU)
     message = str(error.value)
     assert "GPU" in message and "FOMM_CKPT_DIR" in message and "DIFF2LIP_CKPT_DIR" in message
+    assert "GFPGAN_CKPT" in message
 
 
 def test_high_quality_with_gpu_but_no_checkpoints(tmp_path):
@@ -98,10 +109,9 @@ def test_high_quality_with_gpu_but_no_checkpoints(tmp_path):
     assert "GPU" not in str(error.value) and "FOMM" in str(error.value)
 
 
-def test_high_quality_in_this_build_without_its_engine(tmp_path):
+def test_high_quality_in_a_build_without_its_engine(tmp_path):
     settings = _settings(tmp_path)
-    _touch(settings.fomm_ckpt_dir / "vox-cpk.pth.tar")
-    _touch(settings.diff2lip_ckpt_dir / "model.pt")
+    _touch_hq(settings)
     with pytest.raises(EngineUnavailable, match="high_quality mode .* is not built into this version yet"):
         resolve("high_quality", None, settings, GPU, _engines(settings, GPU, with_hq=False))
 
@@ -163,17 +173,32 @@ def test_an_engine_with_a_mode_it_does_not_serve_is_refused_not_silently_changed
     assert resolve(None, "landmark-warp", hq_default, CPU).engine.name == "landmark-warp"
 
 
-def test_this_build_says_high_quality_is_not_built_yet(tmp_path):
-    """With the engines this build really registers, high_quality says it is not built, not 'get a GPU'."""
-    with pytest.raises(EngineUnavailable, match="not built into this version yet") as error:
+def test_this_build_registers_high_quality_and_says_what_it_lacks(tmp_path):
+    """The real registry: high_quality names each missing checkpoint, and the GPU only when there is none."""
+    with pytest.raises(EngineUnavailable) as error:
         EngineRegistry(_settings(tmp_path), GPU).resolve("high_quality", None)
-    assert "FOMM_CKPT_DIR" not in str(error.value)
+    message = str(error.value)
+    assert "GPU" not in message and all(v in message for v in ("FOMM_CKPT_DIR", "DIFF2LIP_CKPT_DIR", "GFPGAN_CKPT"))
+    with pytest.raises(EngineUnavailable, match="NVIDIA GPU"):
+        EngineRegistry(_settings(tmp_path), CPU).resolve("high_quality", None)
     fallback = EngineRegistry(_settings(tmp_path), CPU).resolve("auto", None)
-    assert "high_quality is not built into this version yet" in fallback.why
+    assert fallback.engine.name == "landmark-warp" and "high_quality needs" in fallback.why
+
+
+def test_hq_allow_cpu_runs_high_quality_on_a_cpu_when_asked_but_auto_never_picks_it(tmp_path):
+    settings = _settings(tmp_path, HQ_ALLOW_CPU="1")
+    _touch_hq(settings)
+    engines = EngineRegistry(settings, CPU)
+    chosen = engines.resolve("high_quality", None)
+    assert chosen.engine.name == "fomm-diff2lip-gfpgan" and "HQ_ALLOW_CPU" in chosen.why
+    assert engines.resolve(None, "fomm-diff2lip-gfpgan").mode == "high_quality"
+    assert engines.resolve("auto", None).engine.name == "landmark-warp"
+    with pytest.raises(EngineUnavailable, match="HQ_ALLOW_CPU"):  # without the setting, the error says how
+        EngineRegistry(_settings(tmp_path), CPU).resolve(None, "fomm-diff2lip-gfpgan")
 
 
 def test_registry_builds_each_engine_once(tmp_path):
     engines = EngineRegistry(_settings(tmp_path), CPU)
     first = engines.resolve("real_time", None).engine
     assert engines.resolve("auto", None).engine is first is engines.engines["landmark-warp"]
-    assert {e["name"] for e in engines.describe()} == {"landmark-warp", "wav2lip"}
+    assert {e["name"] for e in engines.describe()} == {"landmark-warp", "wav2lip", "fomm-diff2lip-gfpgan"}
