@@ -43,7 +43,12 @@ def built_engines(settings: ModelSettings, hardware: Hardware) -> list[Engine]:
     from .high_quality import HighQualityEngine  # imports no torch until it loads
 
     builtin = LandmarkWarpEngine(settings, hardware)
-    return [builtin, Wav2LipEngine(settings, hardware, base_engine=builtin), HighQualityEngine(settings, hardware)]
+    engines = [builtin, Wav2LipEngine(settings, hardware, base_engine=builtin)]
+    import importlib.util  # TEMPORARY while the three stages land (one commit each): drop this guard after
+
+    if all(importlib.util.find_spec(f"engines.{name}.stage") for name in ("fomm", "diff2lip", "gfpgan")):
+        engines.append(HighQualityEngine(settings, hardware))
+    return engines
 
 
 class EngineRegistry:
