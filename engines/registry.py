@@ -46,7 +46,13 @@ def built_engines(settings: ModelSettings, hardware: Hardware) -> list[Engine]:
     engines = [builtin, Wav2LipEngine(settings, hardware, base_engine=builtin)]
     import importlib.util  # TEMPORARY while the three stages land (one commit each): drop this guard after
 
-    if all(importlib.util.find_spec(f"engines.{name}.stage") for name in ("fomm", "diff2lip", "gfpgan")):
+    def present(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(f"engines.{name}.stage") is not None
+        except ModuleNotFoundError:
+            return False
+
+    if all(present(name) for name in ("fomm", "diff2lip", "gfpgan")):
         engines.append(HighQualityEngine(settings, hardware))
     return engines
 
