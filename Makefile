@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: demo test install install-test bench clean download-models
+.PHONY: demo test install install-test bench clean download-models gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install-test
 ## Neural checkpoints into MODEL_ROOT (see README "Neural engines"); needs network access to their hosts.
 download-models: install
 	$(BIN)/avatar-renderer models download
+
+## Everything that needs an NVIDIA GPU in one command (gpu tests, bench --wav2lip, bench --hq): out/gpu-check.json.
+## Uses the machine's own CUDA torch; see README "GPU check". Not part of `make test` (CI has no GPU).
+gpu-check:
+	bash .ci/gpu-check
 
 bench: install
 	$(BIN)/avatar-renderer bench --out $(OUT)/bench.json

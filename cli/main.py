@@ -22,6 +22,10 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench_wav2lip import run_wav2lip_bench
 
         return run_wav2lip_bench(args)
+    if getattr(args, "hq", False):
+        from .bench_hq import run_hq_bench
+
+        return run_hq_bench(args)
     if getattr(args, "worker", False):
         from .bench_worker import run_worker_bench
 
@@ -124,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--wav2lip", action="store_true",
                        help="measure the Wav2Lip engine instead (random weights): model frames/s at batch 1/32/128, "
                             "end-to-end 512x512 render")
+    bench.add_argument("--hq", action="store_true",
+                       help="measure the high_quality chain instead (random weights): FOMM, Diff2Lip, GFPGAN "
+                            "frames/s, end to end at 512 and 1024, peak GPU memory (a reduced job on a CPU)")
     bench.set_defaults(handler=_bench)
     add_kafka_commands(commands)
     from .trt_build import add_trt_build_command
