@@ -50,7 +50,7 @@ class LandmarkWarpEngine(Engine):
         rng = np.random.default_rng(job.seed)
         track = mouth_track(job.audio.analysis_pcm(), fps, n_frames)  # int16: half the memory of float32
         landmarks = job.landmarks
-        mouth = MouthRig(landmarks, job.size)
+        mouth = MouthRig(landmarks, job.size, job.portrait)
         eyes = eye_rigs(landmarks, job.size)
         head = HeadRig(landmarks, job.size)
         closure = blink_track(n_frames, fps, rng)
@@ -61,7 +61,8 @@ class LandmarkWarpEngine(Engine):
         expression = portrait.copy()  # portrait with this frame's mouth and eyes; background never changes
         for i in range(n_frames):
             expression[mouth.y0 : mouth.y1, mouth.x0 : mouth.x1] = mouth.render(
-                portrait, float(track.opening[i]), float(track.width[i])
+                portrait, float(track.opening[i]), float(track.width[i]), float(track.press[i]),
+                float(track.labiodental[i]), float(track.tongue[i]),
             )
             for eye in eyes:
                 region = (slice(eye.y0, eye.y1), slice(eye.x0, eye.x1))

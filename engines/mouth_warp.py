@@ -1,5 +1,5 @@
-"""Opens, spreads and rounds the mouth of a still portrait by warping lips, cheeks and jaw, and paints the
-mouth interior (dark cavity, upper teeth, a hint of lower teeth and tongue) into the opening.
+"""Opens, spreads, rounds and closes the mouth of a still portrait by warping lips, cheeks and jaw, and has the
+mouth interior (engines/mouth_interior.py: shaded cavity, teeth, tongue) painted into the opening.
 
 The lower face is warped as two layers split along the lower inner lip: the upper layer (upper lip and
 whatever the portrait shows inside the mouth, such as teeth) rises a little; the lower layer (lower lip,
@@ -7,6 +7,12 @@ chin) drops. One smooth field cannot tear open at the lips, two can; the gap bet
 Below the opening the lower face drops as a block; beside it the cheeks stretch gradually down to the jaw,
 so there is no tear outside the mouth. Fields are evaluated on a coarse grid and upsampled (they are
 smooth), so a frame costs about a millisecond at 512 px.
+
+Besides opening and width, three viseme channels move the lips: `press` brings upper and lower lip together
+until they meet (M/B/P; it shuts even a portrait that smiles with parted lips), `labiodental` raises the upper
+lip a little and the lower lip up under the upper teeth (F/V), and rounding (width < 0) pushes the lips out:
+corners in, both lips thicker at the centre. The source is resampled bicubically: the mouth keeps the
+portrait's sharpness, which matters most when the portrait was enlarged to the output size.
 """
 
 from __future__ import annotations
@@ -16,16 +22,19 @@ import numpy as np
 
 from . import face
 from .fields import coarse_grid, pixel_grid, smoothstep, upsample
+from .mouth_interior import InteriorPose, paint_interior, palette_from_portrait
 
 GRID_STEP = 4  # pixels between coarse field samples
 FIXED_POINT_ITERATIONS = 3  # inverting the forward displacement: src = dst - D(src)
 OPENING_DROP = 0.36  # lower-lip drop at full opening, as a fraction of mouth width
 UPPER_LIP_RISE = 0.12  # upper-lip rise, as a fraction of the drop
 BORDER = 0.12  # fraction of the region over which displacement fades to zero at its edges
-
-CAVITY_RGB = np.array([46, 16, 19], np.float32)
-TEETH_RGB = np.array([226, 221, 208], np.float32)
-TONGUE_RGB = np.array([126, 58, 62], np.float32)
+PRESS_UPPER_SHARE = 0.55  # share of a parted-lips portrait's gap the upper lip covers when lips press shut
+LABIODENTAL_RISE = 0.05  # upper-lip rise for F/V, as a fraction of mouth width (shows the teeth's edge)
+LABIODENTAL_TUCK = 0.015  # lower lip lifted this much (fraction of mouth width) above the upper lip's rest
+ROUND_CORNERS_IN = 0.36  # rounded lips: corners move in by this share of the half-width
+ROUND_NARROWING = 0.3  # rounded lips: the opening spans this much less of the mouth's width
+POUT = 0.05  # rounded lips: each lip thickens by this fraction of mouth width at the centre
 
 
 def _curve(points: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -36,7 +45,7 @@ def _curve(points: np.ndarray, columns: np.ndarray) -> np.ndarray:
 class MouthRig:
     """Geometry of one portrait's mouth and the deformation model driven by (opening, width)."""
 
-    def __init__(self, landmarks: np.ndarray, size: int):
+    def __init__(self, landmarks: np.ndarray, size: int, portrait: np.ndarray | None = None):
         corners = sorted(landmarks[list(face.MOUTH_CORNERS)].tolist())
         self.corner_left, self.corner_right = float(corners[0][0]), float(corners[1][0])
         self.corner_y = float((corners[0][1] + corners[1][1]) / 2)
@@ -52,6 +61,11 @@ class MouthRig:
         self.upper_inner = _curve(landmarks[face.UPPER_INNER_LIP], self.columns)
         self.lower_inner = _curve(landmarks[face.LOWER_INNER_LIP], self.columns)
         self.split_y = float(self.lower_inner.mean())
+        self.upper_outer_y = float(landmarks[0][1])  # the upper lip's outer edge at the centre
+        self.lower_outer_y = float(landmarks[17][1])
+        self.rest_gap = float(max(np.max(self.lower_inner - self.upper_inner), 0.0))  # parted lips at rest
+        self.landmarks = landmarks
+        self.palette = palette_from_portrait(portrait, landmarks) if portrait is not None else None
         # A portrait that already shows its teeth keeps them (they ride on the upper layer); only a closed
         # mouth gets painted upper teeth.
         self.paint_upper_teeth = float(np.mean(self.lower_inner - self.upper_inner)) < 0.04 * self.mouth_width
@@ -66,9 +80,10 @@ class MouthRig:
 
     # --- the deformation model: forward displacement of a source point ---------------------------------------
 
-    def _lip_profile(self, x):
-        """Opening shape across the mouth: 1 at the centre, 0 at and beyond the corners."""
-        u = (x - self.center_x) / (0.5 * self.mouth_width)
+    def _lip_profile(self, x, rounding=0.0):
+        """Opening shape across the mouth: 1 at the centre, 0 at and beyond the corners; rounded lips open
+        only in the middle (a round opening rather than a long slit)."""
+        u = (x - self.center_x) / (0.5 * self.mouth_width * (1 - ROUND_NARROWING * rounding))
         return np.clip(1 - u * u, 0, 1) ** 0.7
 
     def _border_window(self, x, y):
@@ -82,96 +97,87 @@ class MouthRig:
         u = (x - self.center_x) / (0.5 * self.mouth_width)
         reach = np.sign(u) * np.minimum(np.abs(u), 1.0) * np.exp(-(np.maximum(np.abs(u) - 1.0, 0.0) ** 2) / 0.5)
         bump = np.exp(-(((y - self.split_y) / (0.45 * self.mouth_width)) ** 2))
-        amount = (0.14 * width if width > 0 else 0.22 * width) - 0.06 * opening
+        amount = (0.14 * width if width > 0 else ROUND_CORNERS_IN * width) - 0.06 * opening
         return amount * 0.5 * self.mouth_width * reach * bump
 
-    def _dy_lower(self, x, y, opening):
-        lip = self._lip_profile(x)
+    def _pose_gap(self, x):
+        """The parted-lips gap at rest across the mouth (0 for a closed-mouth portrait)."""
+        return self.rest_gap * self._lip_profile(x)
+
+    def _dy_lower(self, x, y, opening, width, press, labiodental):
+        lip = self._lip_profile(x, max(-width, 0.0))
         jaw = 1 - smoothstep(0.7 * self.mouth_width, 1.6 * self.mouth_width, np.abs(x - self.center_x))
         cheek_ramp = smoothstep(self.corner_y, self.chin_y, y)
         shape = lip + (1 - lip) * jaw * cheek_ramp
-        return opening * self.max_drop * shape * (1 - smoothstep(self.chin_y, self.neck_y, y))
+        drop = opening * self.max_drop * shape * (1 - smoothstep(self.chin_y, self.neck_y, y))
+        # Lifting the lower lip (press, F/V) fades out towards the chin.
+        near_lip = 1 - smoothstep(self.split_y, self.chin_y, y)
+        lift = ((1 - PRESS_UPPER_SHARE) * press * self._pose_gap(x)
+                + labiodental * (self._pose_gap(x) * 0.9 + LABIODENTAL_TUCK * self.mouth_width * lip))
+        pout = max(-width, 0.0) * POUT * self.mouth_width * lip * self._bump(y, self.lower_outer_y)
+        return drop - lift * near_lip + pout
 
-    def _dy_upper(self, x, y, opening):
+    def _dy_upper(self, x, y, opening, width, press, labiodental):
         rise = np.clip((y - self.nose_y) / max(self.split_y - self.nose_y, 1.0), 0, 1) ** 1.5
-        return -opening * UPPER_LIP_RISE * self.max_drop * self._lip_profile(x) * rise
+        lip = self._lip_profile(x, max(-width, 0.0))
+        lifted = (opening * UPPER_LIP_RISE * self.max_drop + labiodental * LABIODENTAL_RISE * self.mouth_width) * lip
+        lowered = PRESS_UPPER_SHARE * press * self._pose_gap(x)
+        pout = max(-width, 0.0) * POUT * self.mouth_width * lip * self._bump(y, self.upper_outer_y)
+        return (lowered - lifted) * rise - pout
 
-    def _forward(self, x, y, opening, width, lower):
-        dy = self._dy_lower(x, y, opening) if lower else self._dy_upper(x, y, opening)
+    def _bump(self, y, centre_y):
+        """Weight near one lip's outer edge: where pouting lips grow."""
+        return np.exp(-(((y - centre_y) / (0.12 * self.mouth_width)) ** 2))
+
+    def _forward(self, x, y, pose, lower):
+        opening, width, press, labiodental = pose
+        if lower:
+            dy = self._dy_lower(x, y, opening, width, press, labiodental)
+        else:
+            dy = self._dy_upper(x, y, opening, width, press, labiodental)
         window = self._border_window(x, y)
         return self._dx(x, y, opening, width) * window, dy * window
 
-    def _backward_map(self, opening, width, lower):
+    def _backward_map(self, pose, lower):
         """Per pixel source coordinates, by fixed-point iteration of src = dst - D(src) on the coarse grid."""
         sx, sy = self.grid_x, self.grid_y
         for _ in range(FIXED_POINT_ITERATIONS):
-            dx, dy = self._forward(sx, sy, opening, width, lower)
+            dx, dy = self._forward(sx, sy, pose, lower)
             sx, sy = self.grid_x - dx, self.grid_y - dy
         map_x = self.pixel_x + upsample(sx - self.grid_x, self.width, self.height, GRID_STEP)
         map_y = self.pixel_y + upsample(sy - self.grid_y, self.width, self.height, GRID_STEP)
         return map_x, map_y
 
-    def _moved_curve(self, curve_y, opening, width, lower):
-        dx, dy = self._forward(self.columns, curve_y, opening, width, lower)
+    def _moved_curve(self, curve_y, pose, lower):
+        dx, dy = self._forward(self.columns, curve_y, pose, lower)
         return self.columns + dx, curve_y + dy
 
     # --- one frame -------------------------------------------------------------------------------------------
 
-    def render(self, source: np.ndarray, opening: float, width: float) -> np.ndarray:
+    def render(self, source: np.ndarray, opening: float, width: float, press: float = 0.0,
+               labiodental: float = 0.0, tongue: float = 0.0) -> np.ndarray:
         """The region (y0:y1, x0:x1) of `source` with the mouth in the given state."""
-        if opening < 1e-3 and abs(width) < 1e-3:
+        if opening < 1e-3 and abs(width) < 1e-3 and press < 1e-3 and labiodental < 1e-3:
             return source[self.y0 : self.y1, self.x0 : self.x1]
-        upper_x, upper_y = self._backward_map(opening, width, lower=False)
-        lower_x, lower_y = self._backward_map(opening, width, lower=True)
+        pose = (opening, width, press, labiodental)
+        upper_x, upper_y = self._backward_map(pose, lower=False)
+        lower_x, lower_y = self._backward_map(pose, lower=True)
         columns = self.pixel_x[0]
         # Output position of the split line as seen from each layer: the top and bottom of the opening.
-        tx, ty = self._moved_curve(self.lower_inner, opening, width, lower=False)
-        bx, by = self._moved_curve(self.lower_inner, opening, width, lower=True)
+        tx, ty = self._moved_curve(self.lower_inner, pose, lower=False)
+        bx, by = self._moved_curve(self.lower_inner, pose, lower=True)
         split_out = np.interp(columns, tx, ty, left=self.corner_y, right=self.corner_y)
+        # Where the lower lip rose above the split (press, F/V), it covers the upper layer.
+        split_out = np.minimum(split_out, np.interp(columns, bx, by, left=self.corner_y, right=self.corner_y))
         use_lower = self.pixel_y > split_out[None, :]
         map_x = np.where(use_lower, lower_x, upper_x)
         map_y = np.where(use_lower, lower_y, upper_y)
-        warped = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.remap(source, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         top = np.interp(columns, tx, ty, left=np.nan, right=np.nan)
         bottom = np.interp(columns, bx, by, left=np.nan, right=np.nan)
-        return self._paint_interior(warped, columns, top, bottom)
-
-    def _paint_interior(self, warped, columns, top, bottom):
-        valid = np.flatnonzero(np.isfinite(top) & np.isfinite(bottom) & (bottom > top))
-        if valid.size == 0:
-            return warped
-        c0, c1 = valid[0], valid[-1] + 1
-        top, bottom = top[c0:c1], bottom[c0:c1]
-        row_lo = int(max(0, np.floor(np.nanmin(top)) - self.y0 - 1))
-        row_hi = int(min(self.height, np.ceil(np.nanmax(bottom)) - self.y0 + 2))
-        if row_hi <= row_lo:
-            return warped
-        gap = np.maximum(bottom - top, 0.0)
-        y = self.pixel_y[row_lo:row_hi, c0:c1]
-        mw = self.mouth_width
-        # Fraction of each pixel inside the opening (one-pixel soft edge).
-        coverage = np.clip(np.minimum(y - top + 0.5, bottom - y + 0.5), 0, 1) * np.clip(gap / 1.5, 0, 1)
-        across = (columns[c0:c1] - self.center_x) / (0.5 * mw)
-        centre = np.clip(1 - across**2, 0, 1)
-        from_top, from_bottom = y - top, bottom - y
-        depth = np.clip(from_top / np.maximum(gap, 1e-3), 0, 1)
-        interior = CAVITY_RGB * (0.75 + 0.5 * np.abs(depth - 0.5)[..., None]) * (0.7 + 0.3 * (1 - centre))[None, :, None]
-        layers = [
-            # upper teeth hang from the top of the opening
-            (TEETH_RGB * (0.8 + 0.2 * centre)[None, :, None],
-             np.clip(np.minimum(0.13 * mw, 0.5 * gap) * np.sqrt(centre) - from_top + 0.5, 0, 1)
-             * np.clip(gap / (0.05 * mw), 0, 1) * float(self.paint_upper_teeth)),
-            # tongue low in a wide-open mouth
-            (TONGUE_RGB, np.clip((depth - 0.62) * 4, 0, 1) * np.clip(1 - across**2 * 2.2, 0, 1)
-             * np.clip((gap - 0.2 * mw) / (0.1 * mw), 0, 1)),
-            # a hint of lower teeth just above the lower lip
-            (TEETH_RGB * 0.7, np.clip(np.minimum(0.05 * mw, 0.2 * gap) * np.clip(1 - 1.4 * across**2, 0, 1)
-                                      - from_bottom + 0.5, 0, 1)
-             * np.clip((gap - 0.16 * mw) / (0.1 * mw), 0, 1)),
-        ]
-        for colour, alpha in layers:
-            interior = interior * (1 - alpha[..., None]) + colour * alpha[..., None]
-        region = warped[row_lo:row_hi, c0:c1].astype(np.float32)
-        alpha = coverage[..., None]
-        warped[row_lo:row_hi, c0:c1] = (region * (1 - alpha) + interior * alpha + 0.5).astype(np.uint8)
+        if self.palette is None:  # colours measured on the first portrait rendered, when not given up front
+            self.palette = palette_from_portrait(source, self.landmarks)
+        paint_interior(warped, self.pixel_y[:, 0], columns, top, bottom, self.center_x, self.mouth_width,
+                       self.palette, InteriorPose(upper_teeth=float(self.paint_upper_teeth),
+                                                  tongue_tip=tongue, labiodental=labiodental))
         return warped
