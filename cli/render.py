@@ -16,6 +16,7 @@ from worker.logs import configure_logging
 
 from . import arguments
 from .arguments import Parser, output_file
+from .delivery_arguments import add_delivery_arguments, delivery_from_args
 from .failures import report
 
 
@@ -31,6 +32,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_face_arguments(parser)
     parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (0 to 4294967295)")
+    add_delivery_arguments(parser)  # --format, --canvas, --loudness ... (issue 12)
 
 
 def render_request(args: argparse.Namespace) -> RenderRequest:
@@ -38,7 +40,7 @@ def render_request(args: argparse.Namespace) -> RenderRequest:
     return RenderRequest(
         face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
         fps=args.fps, size=args.size, seed=args.seed, face=args.pick_face or FaceChoice(),
-        framing=args.framing or "crop",
+        framing=args.framing or "crop", delivery=delivery_from_args(args),
     )
 
 

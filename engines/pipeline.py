@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from schemas.errors import InvalidParameter
 from schemas.frame_rate import MAX_FPS, MIN_FPS, fps_number, fps_text, parse_fps
 
 from .base import EngineJob
-from .encoder import Mp4Writer
+from .delivery import Delivery, Picture, open_writer
 from .framing import FRAMINGS, frame_photo
+from .loudness import prepare as prepare_loudness
 from .face_choice import FaceChoice
 from .frame_pipe import pump
 from .media_audio import open_audio
@@ -42,6 +44,11 @@ class RenderRequest:
     seed: int = 0
     face: FaceChoice = FaceChoice()  # which face of the photo (issue 11)
     framing: str = "crop"  # crop: a size x size square around the face; original: the whole photo (issue 11)
+    # Broadcast formats (issue 12, engines/delivery.py): container/codec, canvas, loudness, HLS segmenting. A
+    # canvas background image is a local path here (the job step fetches it like the portrait).
+    delivery: Delivery = Delivery()
+    # hls: called with each engines.hls.Segment as soon as it is finished (on the encoder thread)
+    on_segment: Callable | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,13 @@ class RenderResult:
     upscaled: bool = False
     width: int = 0
     height: int = 0
+    # Issue 12: the container delivered (mp4 | webm | mov | hls), loudness measured and delivered
+    # (engines/loudness.prepare), HLS segments [{index, name, durationSeconds, startSeconds}] and the MP4 made
+    # from them when asked for.
+    output_format: str = "mp4"
+    loudness: dict = field(default_factory=dict)
+    segments: list = field(default_factory=list)
+    mp4_output: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -115,24 +129,41 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     held = resolution.engine.load()
     portrait = load_portrait(request.face_path, settings.max_image_pixels)
     audio = open_audio(request.audio_path, settings.max_audio_seconds)  # 16 kHz analysis kept; output streamed
+    delivery = request.delivery
+    # Input loudness measured (and the output track levelled to a target when asked): engines/loudness.py
+    output_audio, loudness = prepare_loudness(audio, delivery.loudness)
     framed = frame_photo(portrait, request.size, request.framing, request.face)  # engines/framing.py
+    background = None
+    if delivery.canvas is not None and delivery.canvas.background_uri:
+        background = load_portrait(delivery.canvas.background_uri, settings.max_image_pixels)
+    picture = Picture(delivery, framed.width, framed.height, background)  # matte / canvas (engines/delivery.py)
     job = EngineJob(framed.portrait, framed.landmarks, audio, fps, framed.render_size, request.seed)
     decoded = time.perf_counter()
 
     out_path = Path(request.out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial")
+    # HLS is written in place (segments are read while rendering; its writer removes them on failure); every
+    # other output goes to a temporary name, moved into place when whole.
+    streamed = delivery.output == "hls"
+    partial = out_path if streamed else out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial")
+    mp4_output = ""
     try:  # whatever fails (engine, encoder, the final move), no partial file is left behind
-        writer = Mp4Writer(
-            partial, fps=fps, width=framed.width, height=framed.height, mode=resolution.mode, audio=audio,
+        writer = open_writer(
+            delivery, partial, fps=fps, width=picture.width, height=picture.height, mode=resolution.mode,
+            audio=output_audio, on_segment=request.on_segment,
             metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}"},
         )
         with writer:  # frames rendered here and encoded on another thread at once (engines/frame_pipe.py)
-            piped = pump(framed.frames(resolution.engine.render(job)), writer)
+            piped = pump(picture.frames(framed.frames(resolution.engine.render(job))), writer)
             close_started = time.perf_counter()
+        if streamed and delivery.hls_mp4:
+            from .hls import remux_to_mp4
+
+            mp4_output = str(remux_to_mp4(out_path, out_path.with_suffix(".mp4")))
         encode_seconds = piped.encode_seconds + time.perf_counter() - close_started
         frames, frames_seconds, first_frame_at = piped.frames, piped.frames_seconds, piped.first_frame_at
-        os.replace(partial, out_path)
+        if not streamed:
+            os.replace(partial, out_path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -143,5 +174,8 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
         render_seconds=round(finished - started, 3), decode_seconds=round(decoded - started, 3),
         frames_seconds=round(frames_seconds, 3), encode_seconds=round(encode_seconds, 3),
         first_frame_seconds=round((first_frame_at or finished) - started, 3), engine_details=held.as_dict(),
-        face_used=framed.face_used, upscaled=framed.upscaled, width=framed.width, height=framed.height,
+        face_used=framed.face_used, upscaled=framed.upscaled, width=picture.width, height=picture.height,
+        output_format=delivery.output, loudness=loudness, mp4_output=mp4_output,
+        segments=[{"index": s.index, "name": s.name, "durationSeconds": round(s.duration, 3),
+                   "startSeconds": round(s.start, 3)} for s in getattr(writer, "segments", [])],
     )

@@ -1,0 +1,80 @@
+"""Video with an alpha channel for compositing: WebM (VP9, `yuva420p`, Opus audio) and MOV (ProRes 4444,
+`yuva444p10le`, 16-bit PCM audio), written from RGBA frames with PyAV (both encoders ship in its wheels).
+
+The audio is handled as in the MP4 writer (engines/encoder.py): streamed, cut at each frame's exact end, so the
+two tracks stay together at any rational frame rate.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from schemas.errors import EncodeError
+
+from .encoder import Mp4Writer, even
+from .media_audio import OUTPUT_RATE
+
+ALPHA_FORMATS = {
+    # format: (container, video codec, pixel format, audio codec, options per mode)
+    "webm": ("webm", "libvpx-vp9", "yuva420p", "libopus", {
+        "real_time": {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "auto-alt-ref": "0"},
+        "high_quality": {"deadline": "good", "cpu-used": "2", "row-mt": "1", "auto-alt-ref": "0", "crf": "24"},
+    }),
+    # ProRes 4444 (profile 4) carries 10-bit 4:4:4 colour and up to 16-bit alpha; intra-only, no rate control.
+    "mov": ("mov", "prores_ks", "yuva444p10le", "pcm_s16le", {
+        "real_time": {"profile": "4", "vendor": "apl0", "qscale": "11"},
+        "high_quality": {"profile": "4", "vendor": "apl0", "qscale": "4"},
+    }),
+}
+VP9_BIT_RATE = {"real_time": 2_000_000, "high_quality": 6_000_000}
+OPUS_BIT_RATE = 96_000
+
+
+class AlphaWriter(Mp4Writer):
+    """RGBA frames + an Audio track to WebM VP9 (yuva420p) or MOV ProRes 4444 (yuva444p10le)."""
+
+    def __init__(self, path: str | Path, *, kind: str, fps, width: int, height: int, mode: str, audio,
+                 metadata: dict[str, str] | None = None):
+        if kind not in ALPHA_FORMATS:
+            raise ValueError(f"no alpha format {kind!r}")
+        container_format, codec, pix_fmt, audio_codec, options = ALPHA_FORMATS[kind]
+        self.path = Path(path)
+        self.fps = Fraction(fps)
+        self.width, self.height = even(width), even(height)
+        self.audio = audio
+        self.frames_written = 0
+        self._audio_cursor = 0
+        self._audio_chunks = audio.output_chunks()
+        self._audio_pending = np.zeros(0, np.float32)
+        self.codec_name = codec
+        self.pix_fmt = pix_fmt
+        try:
+            self._container = av.open(str(self.path), mode="w", format=container_format)
+            self._container.metadata.update(metadata or {})
+            self._video = self._container.add_stream(codec, rate=self.fps, options=options[mode])
+            self._video.width, self._video.height = self.width, self.height
+            self._video.pix_fmt = pix_fmt
+            if codec == "libvpx-vp9":
+                self._video.bit_rate = VP9_BIT_RATE[mode]
+                self._video.codec_context.gop_size = max(1, round(2 * self.fps))
+            self._video.codec_context.time_base = 1 / self.fps
+            self._video.codec_context.color_range = 1  # limited range, BT.601, as swscale converts RGB by default
+            self._video.codec_context.colorspace = 6
+            self._audio_stream = self._container.add_stream(audio_codec, rate=OUTPUT_RATE, layout="mono")
+            if audio_codec == "libopus":
+                self._audio_stream.bit_rate = OPUS_BIT_RATE
+        except (av.error.FFmpegError, OSError) as exc:
+            raise EncodeError(f"Cannot open the encoder for {self.path}: {exc}") from exc
+
+    def write(self, rgba: np.ndarray) -> None:
+        rgba = np.ascontiguousarray(rgba[: self.height, : self.width])
+        frame = av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format=self.pix_fmt)
+        frame.pts = self.frames_written
+        frame.time_base = 1 / self.fps
+        self._mux(self._video.encode(frame))
+        self.frames_written += 1
+        self._write_audio_until(self.frames_written / self.fps)
