@@ -3,7 +3,8 @@
 Statuses come from the compacted status topic (keyed by jobId; queued/running/succeeded/failed, written by the
 workers) merged with the durations of render.completed.v1, so GET /status can show timings. A follower thread
 reads both topics from the beginning without a consumer group (every gateway replica sees every job), and
-keeps the most recent MAX_TRACKED jobs in memory.
+keeps the most recent MAX_TRACKED jobs in memory. It follows the workers topic (heartbeats) too, so a job no
+live pool serves is refused before it is queued (README "Routing").
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from schemas.errors import InvalidEvent, InvalidParameter
 from worker.job_step import queued_status
+from worker.fleet import Fleet
 from worker.kafka import publish_request, reader, request_producer
 from worker.settings import Topics
 from worker.storage import open_storage
@@ -49,6 +51,8 @@ class KafkaBackend:
         self._stop = threading.Event()
         self._ready_at = 0.0
         self._assigned = threading.Event()
+        self.fleet = Fleet()  # the workers' heartbeats, once the workers topic exists
+        self._fleet_followed = False
         self._thread = threading.Thread(target=self._follow, name="status-follower", daemon=True)
         self._thread.start()
 
@@ -56,6 +60,8 @@ class KafkaBackend:
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         spec = spec.with_job_id()
+        if self.fleet.live():  # a fleet we can see: refuse now what none of its live pools serves (409/422)
+            self.fleet.resolve(spec.quality_mode, spec.engine)
         mark = fingerprint(spec, self.upload_dir)
         with self._lock:
             known = self._fingerprints.get(spec.job_id)
@@ -126,19 +132,31 @@ class KafkaBackend:
                 partitions = [TopicPartition(t, p, OFFSET_BEGINNING) for t in wanted if t in metadata.topics
                               for p in metadata.topics[t].partitions]
                 if {tp.topic for tp in partitions} == set(wanted):
-                    self._consumer.assign(partitions)
+                    self._consumer.assign(partitions + self._fleet_partitions(metadata))
                     self._assigned.set()
                     break
             except KafkaException as exc:
                 log.warning("status topics not reachable yet: %s", exc)
             self._stop.wait(1)
+        fleet_checked = time.monotonic()
         while not self._stop.is_set():
+            if not self._fleet_followed and time.monotonic() - fleet_checked > 10:
+                fleet_checked = time.monotonic()
+                try:  # the workers topic appears when the first worker starts
+                    partitions = self._fleet_partitions(self._consumer.list_topics(self.topics.workers, timeout=5))
+                    if partitions:
+                        self._consumer.incremental_assign(partitions)
+                except KafkaException as exc:
+                    log.warning("workers topic not reachable: %s", exc)
             message = self._consumer.poll(0.5)
             if message is None:
                 continue
             if message.error():
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("status follower: %s", message.error())
+                continue
+            if message.topic() == self.topics.workers:
+                self.fleet.update(message.key(), message.value())
                 continue
             try:
                 value = json.loads(message.value() or b"null")
@@ -150,6 +168,14 @@ class KafkaBackend:
                 self._remember(succeeded_status(value))
             else:
                 self._remember({k: v for k, v in value.items() if k != "workerId"})
+
+    def _fleet_partitions(self, metadata) -> list[TopicPartition]:
+        """The workers topic's partitions from the beginning, when it exists (then followed for good)."""
+        topic = metadata.topics.get(self.topics.workers)
+        if topic is None or topic.error is not None or not topic.partitions:
+            return []
+        self._fleet_followed = True
+        return [TopicPartition(self.topics.workers, p, OFFSET_BEGINNING) for p in topic.partitions]
 
     def close(self) -> None:
         self._stop.set()

@@ -196,6 +196,13 @@ class CheckpointError(EngineUnavailable):
     code = "bad_checkpoint"
 
 
+class NoLivePool(EngineUnavailable):
+    """No live worker pool serves the requested mode or engine now (per the fleet's heartbeats); refused before queueing."""
+
+    code = "no_live_pool"
+    http_status = 409
+
+
 class OutOfMemory(RenderError):
     """The GPU (or the host) ran out of memory during the render; another try may find it free."""
 

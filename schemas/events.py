@@ -114,6 +114,7 @@ class RenderRequested:
     traceparent: str | None
     face: Any = None  # the wire form: "largest", {"index": N} or {"box": [x, y, w, h]}; None: largest
     framing: str | None = None  # None: crop
+    requested_mode: str | None = None  # set by the fleet's router: what the publisher asked for before routing
 
 
 def _frame_rate(payload: dict) -> Fraction:
@@ -159,6 +160,7 @@ def parse_request(value: bytes | None) -> RenderRequested:
         traceparent=payload.get("traceparent"),
         face=payload.get("face"),
         framing=payload.get("framing"),
+        requested_mode=payload.get("requestedMode"),
     )
 
 

@@ -9,6 +9,12 @@ published without waiting for the previous record's acknowledgement; a partition
 and committed at once) only over records whose completion or failure (and DLQ copy) the broker acknowledged,
 so a crash redelivers from the first unfinished record and a re-render overwrites the same output object.
 
+The worker is also the fleet's router (README "Routing"): it consumes the public request topic together
+with its pool's lanes, in one consumer group. A request is checked on the poll thread, its mode resolved
+against the fleet's live heartbeats (worker/fleet.py), and it is moved, unchanged but for qualityMode and
+requestedMode, to the lane `<mode>.<priority>`; its offset advances once the lane holds it. Lane records are
+rendered, urgent first (LanePicker). The worker announces itself on the workers topic every HEARTBEAT_SECONDS.
+
 Every record ends in exactly one of completed / failed+DLQ after bounded attempts, whatever it contains:
 echoed ids and messages are bounded (schemas.events.safe_job_id, truncate), a job thread that dies on a
 record is retried MAX_ATTEMPTS times and then dead-lettered, and a produce() that raises never ends the loop.
@@ -17,6 +23,7 @@ record is retried MAX_ATTEMPTS times and then dead-lettered, and a produce() tha
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import queue
 import threading
@@ -27,12 +34,14 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from schemas.errors import InternalError, InvalidEvent
+from schemas.errors import InternalError, InvalidEvent, NoLivePool, RenderError
 from schemas.events import ce_headers, check_headers, encode, now_iso, parse_request, record_job_id, safe_job_id, truncate
 
 from . import metrics, scratch
+from .fleet import Capabilities, Fleet, LanePicker, heartbeat, lane_topic, lane_topics, local_capabilities, parse_lane, \
+    priority_class
 from .job_step import JobStep, Outcome, Render, failure_event, pipeline_render, refused
-from .kafka import consumer_config, producer_config
+from .kafka import consumer_config, ensure_fleet_topics, producer_config, reader
 from .settings import WorkerSettings
 from .storage import open_storage
 
@@ -56,6 +65,7 @@ class Record:
     outcome: Outcome | None = None
     started: float = field(default_factory=time.perf_counter)
     resend_at: float = 0.0
+    route: tuple | None = None  # a routed request: (lane topic, value, headers) to publish there
 
     @property
     def tp(self) -> tuple[str, int]:
@@ -67,14 +77,30 @@ class Record:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, storage=None, render: Render | None = None):
+    def __init__(self, settings: WorkerSettings, storage=None, render: Render | None = None,
+                 capabilities: Capabilities | None = None):
+        """capabilities: what this worker serves (default: this machine's, from its settings' engine registry)."""
         # This process's own scratch folder under WORK_DIR; the folders of workers that died are removed.
         self.scratch = scratch.claim(settings.work_dir)
         settings = dataclasses.replace(settings, work_dir=self.scratch.path)
         self.settings = settings
         self.topics = settings.topics
         self.storage = storage or open_storage(settings.output_uri, settings.s3_endpoint_url)
-        self.step = JobStep(settings, self.storage, render or pipeline_render(settings.models))
+        if capabilities is None or render is None:
+            from engines.registry import EngineRegistry
+
+            registry = EngineRegistry.for_settings(settings.models)
+            capabilities = capabilities or local_capabilities(settings, registry)
+            render = render or pipeline_render(settings.models, registry)
+        self.step = JobStep(settings, self.storage, render)
+        self.capabilities = capabilities
+        self.lanes = lane_topics(self.topics.lane_prefix, capabilities.modes)
+        self.fleet = Fleet()
+        self.picker = LanePicker(settings.lane_max_skips)
+        self.fleet_reader: Consumer | None = None
+        self.fleet_synced_at: float | None = None  # when the workers topic was read to its end
+        self.next_heartbeat = 0.0
+        self.started_at = time.monotonic()
         self.stopping = threading.Event()  # SIGTERM: drain
         self.cancel = threading.Event()  # grace over: jobs stop retrying and are given back
         self.health = metrics.Health()
@@ -93,14 +119,22 @@ class Worker:
         self.stopping.set()
 
     def run(self) -> int:
+        subscribed = [self.topics.requested, *self.lanes]
+        ensure_fleet_topics(self.settings.bootstrap_servers, self.topics, self.lanes)
         self.producer = Producer(producer_config(self.settings))
+        self._heartbeat()  # announced before joining, so routers see this pool as soon as it can take work
+        self.fleet_reader = reader(self.settings.bootstrap_servers, f"{self.settings.worker_id}-fleet",
+                                   **{"enable.partition.eof": True})
+        self.fleet_reader.subscribe([self.topics.workers])  # group of one (unique id): every partition, from 0
         self.consumer = Consumer(consumer_config(
-            self.settings, lambda stats: metrics.record_lag(stats, self.topics.requested)))
-        self.consumer.subscribe([self.topics.requested], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            self.settings, lambda stats: [metrics.record_lag(stats, topic) for topic in subscribed]))
+        self.consumer.subscribe(subscribed, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         self.health.reason = "joining the consumer group"
         log.info("worker started", extra={"fields": {"workerId": self.settings.worker_id,
-                                                     "topic": self.topics.requested,
+                                                     "topic": self.topics.requested, "lanes": self.lanes,
+                                                     "pool": self.capabilities.pool,
+                                                     "modes": list(self.capabilities.modes),
                                                      "group": self.settings.group_id,
                                                      "concurrency": self.settings.concurrency}})
         try:
@@ -130,6 +164,7 @@ class Worker:
             self._step(dispatch=False)
         self.cancel.set()
         given_back = sorted({r.tp for r in self._busy() if r.state == "running"})
+        self._heartbeat(leaving=True)  # a tombstone: routers stop counting this worker at once
         self.producer.flush(15)
         self._collect()
         if given_back:
@@ -141,6 +176,7 @@ class Worker:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("final commit failed: %s", exc)
         self.consumer.close()  # leaves the group: its partitions move at once, not after a session timeout
+        self.fleet_reader.close()
         self.producer = None  # frees librdkafka's producer (and its broker connections) now
         log.info("worker stopped", extra={"fields": {"gaveBack": len(given_back)}})
 
@@ -150,9 +186,13 @@ class Worker:
         self.health.tick()
         for message in self.consumer.consume(100, 0.02 if self.running else 0.1):
             self._accept(message, dispatch)
+        self._follow_fleet()
+        if time.monotonic() >= self.next_heartbeat:
+            self._heartbeat()
         self._collect()
         self._resend()
         if dispatch:
+            self._route_waiting()
             self._dispatch()
         self.producer.poll(0)
 
@@ -162,7 +202,10 @@ class Worker:
         for backlog in self.records.values():
             for record in backlog:
                 if record.state == "unsent" and record.resend_at <= now:
-                    self._publish_outcome(record, record.outcome)
+                    if record.route is not None:
+                        self._publish_route(record)
+                    else:
+                        self._publish_outcome(record, record.outcome)
 
     def _accept(self, message, dispatch: bool) -> None:
         if message.error():
@@ -198,17 +241,127 @@ class Worker:
             return None
 
     def _dispatch(self) -> None:
-        for tp, backlog in self.records.items():
-            if len(self.running) >= self.settings.concurrency:
+        """Start lane records on free render slots: urgent lanes first (LanePicker), the oldest record first
+        within a priority, one job per partition."""
+        while len(self.running) < self.settings.concurrency:
+            heads: dict[str, list[Record]] = {}
+            for tp, backlog in self.records.items():
+                lane = parse_lane(self.topics.lane_prefix, tp[0])
+                if lane is None or tp in self.running:
+                    continue
+                record = next((r for r in backlog if r.state == "queued"), None)
+                if record is not None:
+                    heads.setdefault(lane[1], []).append(record)
+            if not heads:
                 return
-            if tp in self.running:
+            priority = self.picker.order(set(heads))[0]
+            self.picker.took(priority, set(heads))
+            record = min(heads[priority], key=lambda r: r.started)
+            record.state = "running"
+            record.started = time.perf_counter()
+            self.running.add(record.tp)
+            self.pool.submit(self._job, record)
+
+    # ------------------------------------------------------------------ the fleet and routing
+
+    def _heartbeat(self, leaving: bool = False) -> None:
+        """Announce this worker (or, leaving, its tombstone) on the workers topic; never raises."""
+        self.next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
+        worker_id = self.settings.worker_id
+        value = None
+        if not leaving:
+            queued: dict[str, int] = {}
+            for tp, backlog in self.records.items():
+                if parse_lane(self.topics.lane_prefix, tp[0]):
+                    queued[tp[0]] = queued.get(tp[0], 0) + sum(r.state == "queued" for r in backlog)
+            beat = heartbeat(worker_id, self.capabilities, self.settings.heartbeat_seconds,
+                             {"inFlight": len(self.running), "concurrency": self.settings.concurrency,
+                              "queued": queued, "assignedPartitions": len(self.assigned)})
+            value = json.dumps(beat, separators=(",", ":")).encode()
+        self.fleet.update(worker_id.encode(), value)  # this worker counts itself without a round trip
+
+        def delivered(err, msg):
+            if err is not None:
+                metrics.PUBLISH_FAILURES.labels(self.topics.workers).inc()
+
+        self._produce(self.topics.workers, value, worker_id.encode(), [], delivered)
+
+    def _follow_fleet(self) -> None:
+        """Read the workers topic (other workers' heartbeats) without blocking the loop."""
+        for message in self.fleet_reader.consume(100, 0):
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF and self.fleet_synced_at is None:
+                    self.fleet_synced_at = time.monotonic()
                 continue
-            record = next((r for r in backlog if r.state == "queued"), None)
-            if record is not None:
-                record.state = "running"
-                record.started = time.perf_counter()
-                self.running.add(tp)
-                self.pool.submit(self._job, record)
+            if message.key() != self.settings.worker_id.encode():
+                self.fleet.update(message.key(), message.value())
+
+    def _route_waiting(self) -> None:
+        """Move waiting requests of the public topic to their lanes, in offset order per partition.
+
+        Until the workers topic has been read to its end, and for three heartbeats after this worker started
+        (other pools may still be starting), a request no live pool serves waits instead of being refused.
+        """
+        warm = time.monotonic() - self.started_at
+        synced = self.fleet_synced_at is not None or warm > 5.0
+        if not synced:
+            return
+        patient = warm < 3 * self.settings.heartbeat_seconds
+        for tp, backlog in self.records.items():
+            if tp[0] != self.topics.requested:
+                continue
+            for record in backlog:
+                if record.state != "queued":
+                    continue
+                if not self._route(record, patient):
+                    break  # waits for a pool; later records of the partition wait behind it
+
+    def _route(self, record: Record, patient: bool) -> bool:
+        """Publish one request to its lane (or refuse it: no live pool); False when it should wait."""
+        message = record.message
+        try:
+            request = parse_request(message.value())
+            mode = self.fleet.resolve(request.quality_mode, request.engine)
+        except RenderError as exc:
+            if isinstance(exc, NoLivePool) and patient:
+                return False
+            if isinstance(exc, InvalidEvent):
+                record.outcome = refused(exc, message.value(), message.key(), self.settings.worker_id)
+            else:
+                record.outcome = Outcome("failed", request.job_id, request, dead_letter=True,
+                                         error_class=type(exc).__name__, mode=request.quality_mode or "unknown",
+                                         failure=failure_event(request.job_id, request, exc, 1, self.settings.worker_id))
+            log.warning("request refused by the router: %s", exc.message,
+                        extra={"job_id": safe_job_id(record.outcome.job_id), "fields": {"code": exc.code}})
+            self._publish_outcome(record, record.outcome)
+            return True
+        payload = json.loads(message.value())
+        payload["requestedMode"] = payload.get("requestedMode") or payload.get("qualityMode") or "default"
+        payload["qualityMode"] = mode
+        priority = priority_class(request.priority)
+        lane = lane_topic(self.topics.lane_prefix, mode, priority)
+        headers = [(k, v) for k, v in (message.headers() or []) if not k.startswith("route_")]
+        headers += [(k, v.encode()) for k, v in (
+            ("route_origin_topic", message.topic()), ("route_origin_partition", str(message.partition())),
+            ("route_origin_offset", str(message.offset())), ("route_worker_id", self.settings.worker_id),
+            ("route_time", now_iso()))]
+        record.route = (lane, encode("render.requested.v1", payload), headers)
+        record.outcome = Outcome("routed", request.job_id, request, mode=mode)
+        self._publish_route(record)
+        return True
+
+    def _publish_route(self, record: Record) -> None:
+        record.state = "publishing"
+        record.outstanding = 0
+        record.delivery_failed = False
+        lane, value, headers = record.route
+        # Keyed by jobId, like every event of the job: its partition in the lane is the key's hash.
+        if self._produce(lane, value, safe_job_id(record.outcome.job_id).encode(), headers,
+                         lambda err, msg, record=record: self._delivered(record, err, msg)):
+            record.outstanding += 1
+        else:
+            record.delivery_failed = True
+            self._finished(record)
 
     def _job(self, record: Record) -> None:
         message = record.message
@@ -364,6 +517,12 @@ class Worker:
             record.resend_at = time.monotonic() + 1.0
             return
         record.state = "done"
+        if outcome.state == "routed":
+            metrics.ROUTED.labels(*parse_lane(self.topics.lane_prefix, record.route[0])).inc()
+            log.info("job routed", extra={"job_id": safe_job_id(outcome.job_id), "fields": {
+                "lane": record.route[0], "requestedMode": outcome.request.quality_mode or "default"}})
+            self._advance(record.tp)
+            return
         label = outcome.state
         if outcome.state == "failed":
             code = outcome.failure["code"]
@@ -428,7 +587,8 @@ class Worker:
         metrics.ASSIGNED.set(len(self.assigned))
         self.health.ready = not self.stopping.is_set()
         self.health.reason = "ready"
-        log.info("partitions assigned", extra={"fields": {"partitions": [p.partition for p in partitions]}})
+        log.info("partitions assigned", extra={"fields": {"partitions": [p.partition for p in partitions],
+                                                          "topics": [p.topic for p in partitions]}})
 
     def _on_revoke(self, consumer, partitions, kind: str = "revoke") -> None:
         metrics.REBALANCES.labels(kind).inc()
@@ -440,7 +600,8 @@ class Worker:
                 record.revoked = True  # a running job's result is still published; the new owner redoes it
         metrics.ASSIGNED.set(len(self.assigned))
         log.info("partitions %s", "lost" if kind == "lost" else "revoked",
-                 extra={"fields": {"partitions": [p.partition for p in partitions]}})
+                 extra={"fields": {"partitions": [p.partition for p in partitions],
+                                   "topics": [p.topic for p in partitions]}})
 
     def _on_lost(self, consumer, partitions) -> None:
         self._on_revoke(consumer, partitions, "lost")

@@ -227,6 +227,8 @@ class JobStep:
         completion.update(framing_fields(result))
         if request.idempotency_key:
             completion["idempotencyKey"] = request.idempotency_key
+        if request.requested_mode:  # the router resolved auto (or a default) into this lane's mode
+            completion["requestedMode"] = request.requested_mode
         return completion
 
 

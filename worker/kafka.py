@@ -146,3 +146,30 @@ def publish_request(producer: Producer, topics: Topics, request: dict, *, status
     if producer.flush(timeout) or errors:
         raise BackendUnavailable(
             f"The broker did not acknowledge the render request: {'; '.join(errors) or f'no answer in {timeout:g} s'}.")
+
+
+def ensure_fleet_topics(bootstrap: str, topics: Topics, lanes: list[str], timeout: float = 15.0) -> None:
+    """Create the lanes (as many partitions as the request topic, else 3) and the compacted workers topic
+    when missing, as a worker starts; a broker that forbids it (ACLs) leaves it to whoever made the others."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(client_config(bootstrap, "avatar-renderer-admin"))
+    existing = admin.list_topics(timeout=timeout).topics
+    requested = existing.get(topics.requested)
+    partitions = len(requested.partitions) if requested is not None and requested.partitions else 3
+    wanted = [NewTopic(lane, partitions, 1) for lane in lanes if lane not in existing]
+    if topics.workers not in existing:
+        wanted.append(NewTopic(topics.workers, 1, 1, config={"cleanup.policy": "compact"}))
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                log.warning("could not create topic %s: %s", name, exc.args[0].str())
+    deadline = time.monotonic() + timeout
+    names = {t.topic for t in wanted}
+    while not names <= set(admin.list_topics(timeout=timeout).topics) and time.monotonic() < deadline:
+        time.sleep(0.1)

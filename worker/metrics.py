@@ -40,6 +40,8 @@ LAG = Gauge("avatar_consumer_lag_messages", "Consumer lag from librdkafka statis
 REBALANCES = Counter("avatar_rebalances_total", "Partition assignment changes seen, by kind (assign, revoke, lost)", ["kind"])
 ASSIGNED = Gauge("avatar_assigned_partitions", "Partitions of the request topic assigned to this worker")
 ENGINE_AVAILABLE = Gauge("avatar_engine_available", "1 if an engine can run on this worker, else 0", ["engine", "mode"])
+ROUTED = Counter("avatar_routed_total", "Requests moved from the public topic to a lane, by mode and priority",
+                 ["mode", "priority"])
 PUBLISH_FAILURES = Counter("avatar_publish_failures_total", "Events the broker did not acknowledge, by topic", ["topic"])
 
 

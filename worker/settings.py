@@ -21,6 +21,17 @@ class Topics:
     failed: str = "avatar.render.failed"
     status: str = "avatar.render.status"
     dlq: str = "avatar.render.dlq"
+    # The fleet's topics (README "Routing"); empty: named after the request topic's prefix, so a test's
+    # "t1234.requested" gets "t1234.workers" and lanes "t1234.lane.<mode>.<priority>".
+    workers: str = ""  # heartbeats, compacted, key workerId
+    lane_prefix: str = ""  # lanes are <lane_prefix>.<mode>.<urgent|normal|bulk>
+
+    def __post_init__(self):
+        base = self.requested[: -len(".requested")] if self.requested.endswith(".requested") else self.requested
+        if not self.workers:
+            object.__setattr__(self, "workers", f"{base}.workers")
+        if not self.lane_prefix:
+            object.__setattr__(self, "lane_prefix", f"{base}.lane")
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> "Topics":
@@ -31,7 +42,12 @@ class Topics:
         }
         if len(set(names.values())) != len(names):
             raise SettingsError(f"TOPIC_* must name five different topics, got {names}.")
-        return cls(**names)
+        workers = env.get("TOPIC_WORKERS", "").strip()
+        lane_prefix = env.get("TOPIC_LANE_PREFIX", "").strip().rstrip(".")
+        topics = cls(**names, workers=workers, lane_prefix=lane_prefix)
+        if topics.workers in names.values():
+            raise SettingsError(f"TOPIC_WORKERS={topics.workers!r} must differ from the other TOPIC_* names.")
+        return topics
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,10 @@ class WorkerSettings:
     warmup: bool
     models: ModelSettings
     inputs: SecurityPolicy
+    pool: str = ""  # WORKER_POOL: the pool's name in heartbeats and logs; empty: named after its modes
+    modes: tuple[str, ...] = ()  # WORKER_MODES: lanes served; empty: from DEFAULT_QUALITY_MODE (worker/fleet.py)
+    heartbeat_seconds: float = 5.0  # a worker announces itself this often; live for 3 heartbeats
+    lane_max_skips: int = 4  # a waiting lower-priority lane is passed over at most this many times in a row
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "WorkerSettings":
@@ -90,4 +110,22 @@ class WorkerSettings:
             warmup=env.get("WORKER_WARMUP", "1").strip() not in ("0", "false", "no"),
             models=ModelSettings.from_env(env),
             inputs=SecurityPolicy.from_env(env),
+            pool=env.get("WORKER_POOL", "").strip(),
+            modes=served_modes_env(env),
+            heartbeat_seconds=float_env(env, "HEARTBEAT_SECONDS", 5.0, 0.1),
+            lane_max_skips=int_env(env, "LANE_MAX_SKIPS", 4, 0),
         )
+
+
+SERVED_MODES = ("real_time", "high_quality")  # the modes a lane (and a worker) serves; auto is resolved before
+
+
+def served_modes_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """WORKER_MODES: a comma-separated subset of real_time, high_quality; empty: decided by DEFAULT_QUALITY_MODE."""
+    raw = env.get("WORKER_MODES", "").strip()
+    modes = tuple(dict.fromkeys(m.strip() for m in raw.split(",") if m.strip()))
+    unknown = [m for m in modes if m not in SERVED_MODES]
+    if unknown:
+        raise SettingsError(f"WORKER_MODES={raw!r}: {', '.join(unknown)} is not a mode a worker serves; use "
+                            f"{' and/or '.join(SERVED_MODES)}, comma-separated.")
+    return modes
