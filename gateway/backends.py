@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 from urllib.parse import unquote, urlsplit
 
+from engines.delivery import Delivery
 from engines.face_choice import FaceChoice
 from engines.files import file_sha256
 from engines.settings import int_env
@@ -35,6 +36,7 @@ from schemas.events import RenderRequested, now_iso, parse_time
 from schemas.frame_rate import fps_wire
 from worker.job_step import TIMING_KEYS, JobStep, Outcome, Render, failure_event, pipeline_render, queued_status
 from worker.settings import WorkerSettings
+from worker.broadcast import output_name
 from worker.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class JobSpec:
     job_id: str = field(default="")
     face: FaceChoice = FaceChoice()  # which face of the photo (part of the idempotency fingerprint, as every field)
     framing: str = "crop"
+    delivery: Delivery = Delivery()  # output, canvas, loudness, hls (issue 12, engines/delivery.py)
 
     def with_job_id(self) -> "JobSpec":
         if self.job_id:
@@ -116,6 +119,7 @@ class JobSpec:
             payload["face"] = self.face.to_wire()
         if self.framing != "crop":
             payload["framing"] = self.framing
+        payload.update(self.delivery.to_wire())
         return payload
 
     def to_request(self, requested_at: datetime) -> RenderRequested:
@@ -126,6 +130,7 @@ class JobSpec:
             priority=5 if self.priority is None else self.priority, idempotency_key=self.idempotency_key,
             deadline=parse_time(self.deadline, "deadline") if self.deadline else None,
             requested_at=requested_at, traceparent=None, face=self.face.to_wire(), framing=self.framing,
+            delivery=self.delivery.to_wire() or None,
         )
 
 
@@ -161,7 +166,8 @@ def succeeded_status(completion: dict[str, Any]) -> dict[str, Any]:
     """What a render.completed.v1 event adds to a job's status record."""
     status = {"jobId": completion["jobId"], "state": "succeeded"}
     for key in ("completedAt", "attempt", "outputUri", "engine", "engineDetails", "mode", "bytes", "sha256", "frames",
-                "fps", "frameRate", "faceUsed", "upscaled", "width", "height", "audioSeconds", "durations"):
+                "fps", "frameRate", "faceUsed", "upscaled", "width", "height", "audioSeconds", "durations",
+                "outputFormat", "loudness", "segments", "mp4Uri"):
         if completion.get(key) is not None:
             status["updatedAt" if key == "completedAt" else key] = completion[key]
     return status
@@ -232,7 +238,7 @@ class InProcessBackend:
                 if existing["state"] != "failed":
                     return status_view(existing, self.storage)  # the same request again: the job already exists
             status = queued_status(spec.job_id, requested_mode(spec, self.settings.models.default_quality_mode),
-                                   self.output_uri(spec.job_id))
+                                   self.storage.uri_of(output_name(spec.job_id, spec.delivery)))
             status["submittedAt"] = status["updatedAt"]
             self._statuses[spec.job_id] = status
             self._fingerprints[spec.job_id] = mark
@@ -257,8 +263,9 @@ class InProcessBackend:
             self._statuses[job_id].update(fields, updatedAt=fields.get("updatedAt") or now_iso())
 
     def _run(self, spec: JobSpec, queued_at: float) -> None:
-        def running(request: RenderRequested, attempt: int) -> None:
-            self._update(spec.job_id, {"state": "running", "attempt": attempt, "qualityMode": request.quality_mode})
+        def running(request: RenderRequested, attempt: int, progress: dict | None = None) -> None:
+            self._update(spec.job_id, {"state": "running", "attempt": attempt, "qualityMode": request.quality_mode,
+                                       **(progress or {})})  # progress: an HLS segment stored (worker/broadcast.py)
 
         try:
             outcome = self.step.run(spec.to_request(datetime.fromtimestamp(queued_at, timezone.utc)),

@@ -23,6 +23,7 @@ from worker.job_step import queued_status
 from worker.fleet import Fleet
 from worker.kafka import publish_request, reader, request_producer
 from worker.settings import Topics
+from worker.broadcast import output_name
 from worker.storage import open_storage
 
 from .backends import JobSpec, conflict, fingerprint, requested_mode, status_view, succeeded_status
@@ -73,7 +74,8 @@ class KafkaBackend:
             self._fingerprints[spec.job_id] = mark
             while len(self._fingerprints) > MAX_TRACKED:
                 self._fingerprints.popitem(last=False)
-        status = queued_status(spec.job_id, requested_mode(spec, self.default_mode), self.storage.uri_for(spec.job_id))
+        status = queued_status(spec.job_id, requested_mode(spec, self.default_mode),
+                               self.storage.uri_of(output_name(spec.job_id, spec.delivery)))  # .webm, /index.m3u8 ...
         try:
             publish_request(self._producer, self.topics, spec.request_event(status["updatedAt"]), status=status)
         except Exception as exc:

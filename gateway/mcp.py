@@ -20,6 +20,7 @@ from engines.registry import EngineRegistry
 from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 
 from .backends import BackendSettings, JobBackend, JobSpec, face_from_request, open_backend
+from .delivery_request import delivery_from_wire
 from .downloads import mcp_fetch_fields
 from .engine_catalog import engine_catalog
 from .settings import DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS, GatewaySettings
@@ -46,6 +47,10 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
         engine: str | None = None,
         face: str | dict[str, Any] = "largest",
         framing: str = "crop",
+        output: Literal["mp4", "webm", "mov", "hls"] = "mp4",
+        canvas: str | dict[str, Any] | None = None,
+        loudness: str | float | dict[str, Any] | None = None,
+        hls: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Queue a talking-head render of a portrait (PNG/JPEG/WebP) speaking a recording (WAV/MP3/M4A/OGG/FLAC).
 
@@ -54,11 +59,18 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
         fps: frames a second, 1-60: 25, 29.97 (means 30000/1001) or an exact fraction "30000/1001".
         face: which face of the photo: "largest", {"index": N} (left to right from 0) or {"box": [x, y, w, h]}
         (also "index:N", "box:X,Y,W,H"). framing: "crop" (a square around the face) or "original" (the whole photo).
+        output: mp4 (default), webm (VP9 with alpha), mov (ProRes 4444 with alpha) or hls (segments while rendering;
+        get_render_status lists them). canvas: "1920x1080" | "1280x720" | "1080x1920" or {"size", "x", "y", "scale",
+        "background": "#RRGGBB" | "backgroundUri": image path}. loudness: "ebu-r128" | "atsc-a85" | "web" | LUFS, or
+        {"target", "truePeak"}. hls: {"segmentSeconds": 1-2, "mp4": true}.
         Returns jobId, output (URI the MP4 will be written to), qualityMode, state, and how to fetch the video
         once done (`path` where the file will be, or that a URL will come; `fetch`); poll get_render_status.
         """
         try:
             fps, choice = check_fps(fps), face_from_request(face)
+            delivery = delivery_from_wire({"output": output, "canvas": canvas, "hls": hls, "loudness": loudness
+                                           if isinstance(loudness, dict) or loudness is None else {"target": loudness}},
+                                          policy)
             validate(RenderRequest(face_path="", audio_path="", out_path="", mode=quality_mode, fps=fps, size=size,
                                    face=choice, framing=framing))
             engines.check_request(quality_mode, engine)
@@ -66,6 +78,7 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
                 avatar_uri=check_reference(avatar_path, IMAGE, policy),
                 audio_uri=check_reference(audio_path, AUDIO, policy),
                 quality_mode=quality_mode, engine=engine, fps=fps, size=size, face=choice, framing=framing,
+                delivery=delivery,
             ).with_job_id()
             if not backend.ready():
                 raise BackendUnavailable("The job queue is not reachable; try again shortly.")

@@ -35,6 +35,7 @@ from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 
 from .backends import JobBackend, JobSpec, face_from_request, requested_mode
 from .body_limit import BodyLimit
+from .delivery_request import OUTPUT_HELP, CanvasBody, HlsBody, LoudnessBody, Output, delivery_from_wire
 from .docs import KEY_HEADER, add_docs
 from .downloads import MEDIA_TYPE, locate
 from .engine_catalog import engine_catalog
@@ -82,6 +83,11 @@ class RenderBody(BaseModel):
     deadline: AwareDatetime | None = Field(None, description="RFC 3339 with a time zone; a job not started by then fails fast")
     idempotencyKey: str | None = Field(None, min_length=1, max_length=200,
                                        description="the same key names the same job and output")
+    # Broadcast formats (issue 12): gateway/delivery_request.py
+    output: Output = Field("mp4", description=OUTPUT_HELP)
+    canvas: CanvasBody | None = Field(None, description="place the avatar on a 16:9 or 9:16 canvas")
+    loudness: LoudnessBody | None = Field(None, description="bring the speech to a loudness target (BS.1770)")
+    hls: HlsBody | None = Field(None, description="output hls: segment length, and whether to store one MP4 too")
 
     @field_validator("avatarPath", "audioPath")
     @classmethod
@@ -220,6 +226,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
             face=face_from_request(body.face if isinstance(body.face, str) else body.face.model_dump()),
             framing=body.framing, priority=body.priority, deadline=body.deadline.isoformat() if body.deadline else None,
             idempotency_key=body.idempotencyKey,
+            delivery=delivery_from_wire(body.model_dump(include={"output", "canvas", "loudness", "hls"}), policy),
         )
         return accept(request, spec)
 
@@ -237,10 +244,17 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
         size: int = Form(512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=2),
         seed: int = Form(0, ge=0, le=2**32 - 1),
         idempotencyKey: str | None = Form(None, min_length=1, max_length=200),
+        output: Output = Form("mp4", description=OUTPUT_HELP),
+        canvas: Literal["1920x1080", "1280x720", "1080x1920"] | None = Form(None, description="centred, as large as fits"),
+        background: str | None = Form(None, pattern=r"^#?[0-9a-fA-F]{6}$", description="canvas colour #RRGGBB"),
+        loudness: str | None = Form(None, description="ebu-r128, atsc-a85, web or a number of LUFS"),
     ) -> JSONResponse:
         """Queue a render of an uploaded portrait and speech file (saved in the server's upload folder)."""
         engines.check_request(qualityMode, engine)
         fps, choice = check_fps(fps), face_from_request(face)  # refused before the upload is saved
+        delivery = delivery_from_wire({"output": output, "loudness": {"target": loudness} if loudness else None,
+                                       "canvas": {"size": canvas or "1920x1080", "background": background}
+                                       if canvas or background else None}, policy)
         folder = policy.upload_dir / uuid.uuid4().hex
         try:
             face = save_upload(avatar.file, folder / "avatar", IMAGE, policy, _upload_label(avatar))
@@ -249,7 +263,8 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
             shutil.rmtree(folder, ignore_errors=True)
             raise
         spec = JobSpec(avatar_uri=face.as_uri(), audio_uri=speech.as_uri(), quality_mode=qualityMode, engine=engine,
-                       fps=fps, size=size, seed=seed, idempotency_key=idempotencyKey, face=choice, framing=framing)
+                       fps=fps, size=size, seed=seed, idempotency_key=idempotencyKey, face=choice, framing=framing,
+                       delivery=delivery)
         return accept(request, spec)
 
     @app.get("/status/{jobId}", response_model=JobStatus, responses={404: {"model": ErrorBody}, 401: {"model": ErrorBody}},

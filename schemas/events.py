@@ -26,6 +26,7 @@ SPEC_VERSION = "1.0"
 CE_SOURCE = f"avatar-renderer/{socket.gethostname()}"
 ALIASES = {"avatarPath": "avatarUri", "audioPath": "audioUri"}
 REQUESTED_TYPE = "avatar.render.requested.v1"
+DELIVERY_KEYS = ("output", "canvas", "loudness", "hls")  # broadcast formats (engines/delivery.py Delivery.from_wire)
 
 # Events we write echo parts of what we read (job ids, error messages quoting the input). A record may be up to
 # the broker's limit (~1 MB), so everything echoed is bounded: an event about a record stays a few KB.
@@ -114,6 +115,7 @@ class RenderRequested:
     traceparent: str | None
     face: Any = None  # the wire form: "largest", {"index": N} or {"box": [x, y, w, h]}; None: largest
     framing: str | None = None  # None: crop
+    delivery: dict | None = None  # issue 12: the request's output, canvas, loudness, hls keys (engines/delivery.py)
     requested_mode: str | None = None  # set by the fleet's router: what the publisher asked for before routing
 
 
@@ -160,6 +162,7 @@ def parse_request(value: bytes | None) -> RenderRequested:
         traceparent=payload.get("traceparent"),
         face=payload.get("face"),
         framing=payload.get("framing"),
+        delivery={k: payload[k] for k in DELIVERY_KEYS if k in payload} or None,
         requested_mode=payload.get("requestedMode"),
     )
 

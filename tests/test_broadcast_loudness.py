@@ -15,7 +15,7 @@ from engines.encoder import Mp4Writer
 from engines.loudness import LoudnessTarget, level, measure, prepare
 from engines.media_audio import Audio
 from schemas.errors import InvalidParameter
-from media_fixtures import speech_samples
+from tests.media_fixtures import speech_samples
 
 
 def true_peak_db(samples: np.ndarray) -> float:

@@ -558,10 +558,12 @@ class Worker:
             self.consumer.resume([TopicPartition(*tp)])
             self.paused.discard(tp)
 
-    def _publish_running(self, request, attempt: int) -> None:
+    def _publish_running(self, request, attempt: int, progress: dict | None = None) -> None:
+        """A running status; with `progress` (an HLS segment just stored: playlistUri, segment, segments) one
+        such status per segment, in order (worker/broadcast.py)."""
         self._produce_status({"jobId": request.job_id, "state": "running", "attempt": attempt,
                               "qualityMode": request.quality_mode, "workerId": self.settings.worker_id,
-                              "updatedAt": now_iso()}, request.traceparent)
+                              "updatedAt": now_iso(), **(progress or {})}, request.traceparent)
 
     def _produce_status(self, status: dict, traceparent: str | None) -> None:
         """Status events are informational: one that cannot be sent is logged and counted, never raised."""

@@ -30,6 +30,7 @@ from schemas.errors import DeadlineExceeded, InvalidEvent, RenderError, from_exc
 from schemas.events import RenderRequested, now_iso, parse_request, record_job_id, safe_job_id
 
 from . import metrics
+from .broadcast import SegmentUploader, delivery_of, store_output, with_local_background
 from .inputs import AUDIO, IMAGE, fetch_input
 from .logs import current_job_id
 from .settings import WorkerSettings
@@ -157,7 +158,7 @@ class JobStep:
                         raise DeadlineExceeded(
                             f"The request's deadline {request.deadline.isoformat()} passed before it was rendered.")
                     on_running(request, attempt)
-                    completion = self._attempt(request, attempt, queue_wait, started)
+                    completion = self._attempt(request, attempt, queue_wait, started, on_running)
                     return Outcome("succeeded", request.job_id, request, completion=completion, attempts=attempt,
                                    mode=completion["mode"], engine=completion["engine"])
                 except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome
@@ -181,21 +182,29 @@ class JobStep:
         finally:
             current_job_id.reset(token)
 
-    def _attempt(self, request: RenderRequested, attempt: int, queue_wait: float, started: float) -> dict:
+    def _attempt(self, request: RenderRequested, attempt: int, queue_wait: float, started: float,
+                 on_running: Callable = lambda request, attempt, progress=None: None) -> dict:
         settings = self.settings
         scratch = Path(settings.work_dir) / f"{request.job_id}-{uuid.uuid4().hex[:8]}"
         try:
             tick = time.perf_counter()
+            delivery = delivery_of(getattr(request, "delivery", None))  # output, canvas, loudness, hls (issue 12)
             face = fetch_input(request.avatar_uri, IMAGE, settings.inputs, scratch, settings.s3_endpoint_url)
             audio = fetch_input(request.audio_uri, AUDIO, settings.inputs, scratch, settings.s3_endpoint_url)
+            delivery = with_local_background(delivery, settings, scratch)  # checked and fetched like the portrait
             fetch_seconds = time.perf_counter() - tick
+            # hls: each segment is stored and announced (a running status with `segment`) as soon as it is finished
+            segments = SegmentUploader(self.storage, request.job_id,
+                                       lambda progress: on_running(request, attempt, progress=progress))
+            out_path = scratch / ("hls/index.m3u8" if delivery.output == "hls" else f"out.{delivery.extension}")
             result = self.render(RenderRequest(
-                face_path=face, audio_path=audio, out_path=scratch / "out.mp4", mode=request.quality_mode,
+                face_path=face, audio_path=audio, out_path=out_path, mode=request.quality_mode,
                 engine=request.engine, fps=request.fps, size=request.size, seed=request.seed,
                 face=FaceChoice.from_wire(request.face), framing=request.framing or "crop",
+                delivery=delivery, on_segment=segments if delivery.output == "hls" else None,
             ))
             tick = time.perf_counter()
-            stored = self.storage.put(request.job_id, Path(result.output))
+            stored, delivered = store_output(self.storage, request.job_id, delivery, result)
             upload_seconds = time.perf_counter() - tick
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -225,6 +234,7 @@ class JobStep:
         if result.frame_rate:  # the exact rate ("30000/1001"); fps is its plain number (29.97)
             completion["frameRate"] = result.frame_rate
         completion.update(framing_fields(result))
+        completion.update(delivered)  # outputFormat, loudness, and for hls segments / mp4Uri (worker/broadcast.py)
         if request.idempotency_key:
             completion["idempotencyKey"] = request.idempotency_key
         if request.requested_mode:  # the router resolved auto (or a default) into this lane's mode

@@ -35,11 +35,19 @@ class FileStorage:
     def uri_for(self, job_id: str) -> str:
         return (self.directory / object_name(job_id)).as_uri()
 
+    def uri_of(self, name: str) -> str:
+        """The URI of the object `name` (e.g. `<jobId>/index.m3u8`, worker/broadcast.py)."""
+        return (self.directory / name).as_uri()
+
     def put(self, job_id: str, source: Path) -> Stored:
-        target = self.directory / object_name(job_id)
-        partial = self.directory / f".{object_name(job_id)}.{uuid.uuid4().hex[:8]}.partial"
+        return self.put_named(object_name(job_id), source)
+
+    def put_named(self, name: str, source: Path, content_type: str = "video/mp4", job_id: str = "") -> Stored:
+        """Store `source` as the object `name` (a path under the directory), atomically."""
+        target = self.directory / name
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, partial)
             os.replace(partial, target)  # atomic: readers see the old object or the new one, never half
         except OSError as exc:
@@ -91,6 +99,23 @@ class S3Storage:
             return None
         return self._s3().generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_seconds)
+
+    def uri_of(self, name: str) -> str:
+        key = f"{self.prefix}/{name}" if self.prefix else name
+        return f"s3://{self.bucket}/{key}"
+
+    def put_named(self, name: str, source: Path, content_type: str, job_id: str = "") -> Stored:
+        """Upload `source` as the object `name` under the prefix (HLS segments and playlists, webm, mov)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        digest = file_sha256(source)
+        key = f"{self.prefix}/{name}" if self.prefix else name
+        try:
+            self._s3().upload_file(str(source), self.bucket, key, ExtraArgs={
+                "ContentType": content_type, "Metadata": {"sha256": digest, "job-id": job_id}})
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"Uploading {name} to {self.uri_of(name)} failed: {exc}.") from exc
+        return Stored(self.uri_of(name), source.stat().st_size, digest)
 
     def put(self, job_id: str, source: Path) -> Stored:
         from botocore.exceptions import BotoCoreError, ClientError
