@@ -32,7 +32,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.errors import InternalError, InvalidEvent, NoLivePool, RenderError
 from schemas.events import ce_headers, check_headers, encode, now_iso, parse_request, record_job_id, safe_job_id, truncate
@@ -125,7 +125,9 @@ class Worker:
         self._heartbeat()  # announced before joining, so routers see this pool as soon as it can take work
         self.fleet_reader = reader(self.settings.bootstrap_servers, f"{self.settings.worker_id}-fleet",
                                    **{"enable.partition.eof": True})
-        self.fleet_reader.subscribe([self.topics.workers])  # group of one (unique id): every partition, from 0
+        workers = self.fleet_reader.list_topics(self.topics.workers, timeout=10).topics[self.topics.workers]
+        self.fleet_reader.assign([TopicPartition(self.topics.workers, p, OFFSET_BEGINNING)
+                                  for p in workers.partitions])  # no group: every partition, from the start
         self.consumer = Consumer(consumer_config(
             self.settings, lambda stats: [metrics.record_lag(stats, topic) for topic in subscribed]))
         self.consumer.subscribe(subscribed, on_assign=self._on_assign, on_revoke=self._on_revoke,

@@ -1,0 +1,250 @@
+"""Fleet routing (README "Routing a fleet"): lanes, priorities, the fleet view, and two pools on the real broker.
+
+The two-pool test runs a CPU-only pool (DEFAULT_QUALITY_MODE=real_time) and a pool that *pretends* to have a GPU
+and the high_quality checkpoints: its engine registry is built with Hardware(cuda=True), the three checkpoint
+files exist (empty), and its high_quality engine is a stand-in that renders with the built-in landmark-warp
+engine under the hood (the real FOMM -> Diff2Lip -> GFPGAN chain needs minutes a second on a CPU). Everything
+else is real: the embedded Tansu broker, both workers' consumers, routers and heartbeats, the REST gateway over
+HTTP, and the MP4s decoded back with PyAV.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+
+from cli.submit import build_request, publish
+from conftest import InProcessWorker, job_ids_in, read_topic, worker_env
+from schemas.errors import InvalidParameter, NoLivePool
+from worker.fleet import Fleet, LanePicker, heartbeat, lane_topics, parse_lane, priority_class, Capabilities
+
+# ----------------------------------------------------------------------------- units
+
+
+def test_priorities_map_onto_three_lanes_per_mode():
+    assert [priority_class(p) for p in range(10)] == ["bulk"] * 3 + ["normal"] * 4 + ["urgent"] * 3
+    lanes = lane_topics("x.lane", ("real_time", "high_quality"))
+    assert lanes[:2] == ["x.lane.real_time.urgent", "x.lane.high_quality.urgent"] and len(lanes) == 6
+    assert parse_lane("x.lane", "x.lane.high_quality.bulk") == ("high_quality", "bulk")
+    assert parse_lane("x.lane", "x.requested") is None and parse_lane("x.lane", "x.lane.auto.urgent") is None
+
+
+def _beat(worker_id: str, modes: tuple[str, ...], engines=(), interval: float = 1.0) -> bytes:
+    import json
+
+    caps = Capabilities(pool="+".join(modes), modes=modes, engines=tuple(engines))
+    return json.dumps(heartbeat(worker_id, caps, interval, {"inFlight": 0})).encode()
+
+
+def test_the_fleet_resolves_auto_against_live_workers_only():
+    fleet = Fleet()
+    fleet.update(b"rt-1", _beat("rt-1", ("real_time",), [{"name": "landmark-warp", "mode": "real_time",
+                                                            "available": True}], interval=10.0))
+    assert fleet.resolve("auto", None) == "real_time" and fleet.resolve(None, None) == "real_time"
+    with pytest.raises(NoLivePool, match="high_quality.*real_time: 1 live worker"):
+        fleet.resolve("high_quality", None)
+    fleet.update(b"hq-1", _beat("hq-1", ("high_quality",), [{"name": "high-quality", "mode": "high_quality",
+                                                              "available": True}]))
+    assert fleet.resolve("auto", None) == "high_quality" and fleet.resolve("real_time", None) == "real_time"
+    assert fleet.resolve(None, "high-quality") == "high_quality"
+    with pytest.raises(InvalidParameter):
+        fleet.resolve("real_time", "high-quality")
+    with pytest.raises(NoLivePool, match="no live worker has it"):
+        fleet.resolve(None, "wav2lip")
+    # Three heartbeat intervals later without a heartbeat, hq-1 no longer counts; a tombstone removes at once.
+    assert fleet.resolve("auto", None, now=time.time() + 2.5) == "high_quality"
+    assert fleet.resolve("auto", None, now=time.time() + 3.5) == "real_time"
+    fleet.update(b"hq-1", None)
+    assert fleet.resolve("auto", None) == "real_time"
+    fleet.update(b"junk", b"{not json")  # ignored
+    assert len(fleet.live()) == 1
+
+
+def test_urgent_goes_first_but_bulk_is_never_starved():
+    picker = LanePicker(max_skips=3)
+    taken = []
+    for _ in range(12):  # every lane always has work waiting
+        lane = picker.order({"urgent", "normal", "bulk"})[0]
+        picker.took(lane, {"urgent", "normal", "bulk"})
+        taken.append(lane)
+    assert taken[0] == "urgent" and taken.count("urgent") >= 6
+    assert "bulk" in taken[:5] and "normal" in taken[:5]  # each waits at most 3 picks
+    only_bulk = LanePicker(max_skips=3)
+    assert only_bulk.order({"bulk"}) == ["bulk"]
+
+
+# ----------------------------------------------------------------------------- two pools on the broker
+
+
+def _stand_in_registry(models, tmp_path: Path):
+    """An engine registry that believes it has a GPU and the HQ checkpoints, with a high_quality engine that
+    renders with the built-in engine (see the module docstring)."""
+    from engines.hardware import Hardware
+    from engines.landmark_warp import LandmarkWarpEngine
+    from engines.registry import EngineRegistry
+
+    class StandInHighQuality(LandmarkWarpEngine):
+        name = "hq-stand-in"
+        mode = "high_quality"
+
+    for path in (models.fomm_ckpt_dir / "vox-cpk.pth.tar", models.diff2lip_ckpt_dir / "checkpoint.pt",
+                 models.gfpgan_ckpt):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    hardware = Hardware(cuda=True)
+    return EngineRegistry(models, hardware, engines=[LandmarkWarpEngine(models, hardware),
+                                                     StandInHighQuality(models, hardware)])
+
+
+class HqWorker(InProcessWorker):
+    """The pretend-GPU pool's worker (in-process, with the stand-in registry)."""
+
+    def __init__(self, env: dict[str, str], tmp_path: Path):
+        import threading
+
+        from worker import metrics
+        from worker.consumer import Worker
+        from worker.fleet import local_capabilities
+        from worker.job_step import pipeline_render
+        from worker.settings import WorkerSettings
+
+        self.settings = WorkerSettings.from_env(env)
+        registry = _stand_in_registry(self.settings.models, tmp_path)
+        self.worker = Worker(self.settings, render=pipeline_render(self.settings.models, registry),
+                             capabilities=local_capabilities(self.settings, registry))
+        self.server = metrics.serve("127.0.0.1", 0, self.worker.health)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _completions(broker, topics, ids: set[str], timeout: float = 120) -> dict[str, dict]:
+    done = read_topic(broker, topics.completed, until=lambda r: ids <= job_ids_in(r), timeout=timeout)
+    assert ids <= job_ids_in(done), f"missing completions: {ids - job_ids_in(done)}"
+    return {r["value"]["jobId"]: r["value"] for r in done if r["value"]["jobId"] in ids}
+
+
+def _playable(uri: str) -> int:
+    with av.open(uri.removeprefix("file://")) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.mark.slow
+def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_overtakes_bulk(
+        broker, topics, clips, tmp_path, start_worker):
+    from gateway.kafka_backend import KafkaBackend
+    from gateway.rest import create_app
+    from http_server import serve
+    from worker.security import SecurityPolicy
+
+    out = tmp_path / "renders"
+    common = {"HEARTBEAT_SECONDS": "0.5", "WORKER_WARMUP": "0", "LANE_MAX_SKIPS": "4"}
+    cpu_env = worker_env(broker, topics, clips, out, DEFAULT_QUALITY_MODE="real_time", WORKER_POOL="cpu",
+                         WORKER_ID="cpu-1", **common)
+    hq_env = worker_env(broker, topics, clips, out, WORKER_MODES="high_quality", WORKER_POOL="gpu-hq",
+                        WORKER_ID="hq-1", MODEL_ROOT=str(tmp_path / "models"), WORK_DIR=str(tmp_path / "hq-work"),
+                        **common)
+    cpu = start_worker(cpu_env)
+    hq = HqWorker(hq_env, tmp_path)
+    try:
+        backend = KafkaBackend(broker, topics, out.resolve().as_uri())
+        assert backend.wait_until_following(30)
+        _wait(lambda: {b["workerId"] for b in backend.fleet.live()} == {"cpu-1", "hq-1"}, 30,
+              "the gateway to see both pools")
+        _wait(lambda: cpu.worker.health.ready and hq.worker.health.ready, 60, "both workers to join")
+        assert {b["pool"]: b["modes"] for b in backend.fleet.live()} == {"cpu": ["real_time"],
+                                                                         "gpu-hq": ["high_quality"]}
+
+        # HQ jobs reach only the HQ pool; auto follows the fleet (HQ is live); real_time goes to the CPU pool.
+        face, short = str(clips / "portrait.jpg"), str(clips / "short.wav")
+        jobs = {"hq": build_request(face, short, "high_quality", size=128),
+                "auto": build_request(face, short, "auto", size=128),
+                "rt": build_request(face, short, "real_time", size=128)}
+        for request in jobs.values():
+            publish(broker, topics, request)
+        done = _completions(broker, topics, {r["jobId"] for r in jobs.values()})
+        by_kind = {kind: done[r["jobId"]] for kind, r in jobs.items()}
+        assert (by_kind["hq"]["workerId"], by_kind["hq"]["mode"], by_kind["hq"]["engine"]) == \
+            ("hq-1", "high_quality", "hq-stand-in")
+        assert (by_kind["auto"]["workerId"], by_kind["auto"]["mode"], by_kind["auto"]["requestedMode"]) == \
+            ("hq-1", "high_quality", "auto")
+        assert (by_kind["rt"]["workerId"], by_kind["rt"]["mode"]) == ("cpu-1", "real_time")
+        assert all(_playable(e["outputUri"]) == e["frames"] for e in by_kind.values())
+        hq_lane = read_topic(broker, f"{topics.lane_prefix}.high_quality.normal",
+                             until=lambda r: len(r) >= 2, timeout=10)
+        assert {r["key"] for r in hq_lane} == {jobs["hq"]["jobId"], jobs["auto"]["jobId"]}
+        assert {r["value"]["requestedMode"] for r in hq_lane} == {"high_quality", "auto"}
+
+        # The HQ pool goes away (drained: its tombstone removes it at once).
+        hq.stop()
+        _wait(lambda: {b["workerId"] for b in backend.fleet.live()} == {"cpu-1"}, 10, "the gateway to drop hq-1")
+
+        # A job nobody can serve is refused up front: the REST gateway answers 409 without queueing it ...
+        policy = SecurityPolicy.from_env(cpu_env)
+        with serve(create_app(backend, policy)) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+            refused = client.post("/render", json={"avatarPath": "portrait.jpg", "audioPath": "short.wav",
+                                                   "qualityMode": "high_quality", "size": 128})
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["error"]["code"] == "no_live_pool"
+            assert "real_time: 1 live worker" in refused.json()["error"]["message"]
+        # ... and one published straight to the topic is failed by the router at once, with the reason.
+        unservable = build_request(face, short, "high_quality", size=128)
+        auto_now = build_request(face, short, "auto", size=128)
+        started = time.monotonic()
+        publish(broker, topics, unservable)
+        failed = read_topic(broker, topics.failed, timeout=30,
+                            until=lambda r: unservable["jobId"] in job_ids_in(r))
+        event = next(r["value"] for r in failed if r["value"]["jobId"] == unservable["jobId"])
+        assert event["code"] == "no_live_pool" and "high_quality" in event["message"]
+        assert time.monotonic() - started < 10
+        dlq = read_topic(broker, topics.dlq, timeout=10, until=lambda r: any(
+            x["headers"].get("dlq_error_code") == "no_live_pool" for x in r))
+        assert any(x["key"] == unservable["jobId"] for x in dlq)
+        # auto now means real_time: the fleet has only the CPU pool.
+        publish(broker, topics, auto_now)
+        event = _completions(broker, topics, {auto_now["jobId"]})[auto_now["jobId"]]
+        assert (event["workerId"], event["mode"], event["requestedMode"]) == ("cpu-1", "real_time", "auto")
+
+        # Urgent overtakes queued bulk: six 3 s bulk jobs queue on the one-slot CPU worker, then one urgent job.
+        from engines.media_audio import load_audio, write_wav
+
+        three = clips / "three.wav"
+        if not three.exists():
+            write_wav(three, load_audio(clips / "long.wav").trimmed(3.0).samples)
+        bulk = [build_request(face, str(three), "real_time", size=128, priority=0) for _ in range(6)]
+        urgent = build_request(face, short, "real_time", size=128, priority=9)
+        for request in bulk:
+            publish(broker, topics, request)
+        bulk_ids = {b["jobId"] for b in bulk}
+        read_topic(broker, topics.status, timeout=30, until=lambda r: any(
+            x["key"] in bulk_ids and x["value"]["state"] == "running" for x in r))
+        publish(broker, topics, urgent)
+        ids = bulk_ids | {urgent["jobId"]}
+        done = read_topic(broker, topics.completed, until=lambda r: ids <= job_ids_in(r), timeout=120)
+        completions = [r["value"]["jobId"] for r in done if r["value"]["jobId"] in ids]
+        assert sorted(completions) == sorted(ids)  # every bulk job finished too, once
+        statuses = read_topic(broker, topics.status, timeout=10, until=lambda r: sum(
+            x["key"] in ids and x["value"]["state"] == "running" for x in r) >= len(ids))
+        starts = [x["key"] for x in sorted(statuses, key=lambda x: x["value"]["updatedAt"])
+                  if x["key"] in ids and x["value"]["state"] == "running"]
+        # At most the bulk job rendering when it arrived (and one more picked in the same instant) went first;
+        # the bulk jobs still queued waited for it.
+        assert starts.index(urgent["jobId"]) <= 2, starts
+        assert len(starts) - 1 - starts.index(urgent["jobId"]) >= 3
+        backend.close()
+    finally:
+        if hq.thread.is_alive():
+            hq.stop()
