@@ -1,0 +1,80 @@
+"""Loading Diff2Lip's `checkpoint.pt` strictly, and writing random ones in the same file format.
+
+Upstream saves the model as a flat dict {key: float32 tensor} (guided-diffusion's training loop, no wrapper
+dict, no `module.` prefix) and its generate.py loads it into a float32 model with strict=True, then halves the
+convolutions for fp16 inference. Anything that does not fit key for key and shape for shape is refused with
+the same CheckpointError the Wav2Lip loader raises, naming the keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas.errors import CheckpointError
+
+from ..wav2lip.checkpoint import mismatch_report
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """The flat state dict stored in ``path``; CheckpointError when it is missing, unreadable or not flat."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"the Diff2Lip checkpoint {path} does not exist")
+    try:
+        # weights_only: the file holds tensors only, so nothing in it is executed
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not its format
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read the Diff2Lip checkpoint {path} as a torch file: {first_line}") from exc
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path} is not a Diff2Lip checkpoint: expected a flat dict of tensors")
+    not_tensors = sorted(str(key) for key, value in state.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{path} is not a Diff2Lip checkpoint: entries that are not tensors: "
+                              f"{', '.join(not_tensors[:8])}")
+    return state
+
+
+def load_diff2lip(path: str | Path, device: str = "cpu", fp16: bool = False):
+    """The Diff2Lip UNet in eval mode on ``device`` with the file's weights (strict); fp16 halves its
+    convolutions after loading, as upstream does. CheckpointError when the file does not fit."""
+    import torch
+
+    from .unet import Diff2LipUNet
+
+    model = Diff2LipUNet()
+    state = read_state_dict(path)
+    problems = mismatch_report(model, state)
+    if problems:
+        raise CheckpointError(f"{path} is not a Diff2Lip (128x128) checkpoint: {problems}")
+    model.load_state_dict(state, strict=True)
+    del state
+    model.requires_grad_(False)
+    model = model.to(torch.device(device))
+    if fp16:
+        model.convert_to_fp16()
+    return model.eval()
+
+
+def random_state_dict(seed: int = 0) -> dict:
+    """Float32 weights of the upstream layout with seeded random values (tests, `bench --hq` without the real
+    file). Unlike upstream's initialisation, no layer is zeroed: the output depends on every input."""
+    import torch
+
+    from .unet import Diff2LipUNet
+
+    torch.manual_seed(seed)
+    model = Diff2LipUNet()  # torch's default init: each conv/linear scaled by its fan-in
+    return {key: value.detach().clone().float().contiguous() for key, value in model.state_dict().items()}
+
+
+def write_random_checkpoint(path: str | Path, seed: int = 0) -> Path:
+    """A random `checkpoint.pt` in upstream's file format (torch.save of the flat float32 dict); returns path."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(random_state_dict(seed), path)
+    return path
