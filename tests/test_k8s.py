@@ -279,7 +279,9 @@ def test_pools_serve_their_modes_and_the_hq_pool_has_a_gpu(rendered):
         pools = {owner["metadata"]["name"]: (container_env(docs, c), c) for owner, _, c in workers(docs)}
         env, container = pools["avatar-renderer-realtime"]
         assert env["DEFAULT_QUALITY_MODE"] == env["WORKER_MODES"] == "real_time"
-        assert ("nvidia.com/gpu" in container["resources"].get("limits", {})) == ("gpu" in overlay)
+        gpu = "gpu" in overlay
+        assert ("nvidia.com/gpu" in container["resources"].get("limits", {})) == gpu
+        assert container["image"].split("/")[-1].split(":")[0] == ("avatar-renderer-gpu" if gpu else "avatar-renderer")
         if overlay == "overlays/dev":
             assert "avatar-renderer-hq" not in pools  # no GPU on a laptop cluster
             continue
@@ -470,3 +472,58 @@ def test_readme_says_how_to_run_it_on_kubernetes():
         assert command in section, command
     for path in ("deploy/k8s/base", "deploy/k8s/components/realtime-gpu"):
         assert path in section and (REPO / path).is_dir()
+
+
+@pytest.mark.slow
+def test_a_worker_with_the_realtime_pods_environment_starts_serves_its_probes_and_drains_in_time(
+        rendered, broker, topics, clips, spawn_worker, tmp_path):
+    """`avatar-renderer worker` run with the production realtime container's environment (only addresses, paths
+    and the port moved onto this machine; fresh topic names): the probes' paths answer on the probe port once it
+    has joined, the lanes its ScaledObject watches exist on the broker, and SIGTERM ends it well inside
+    terminationGracePeriodSeconds."""
+    import signal
+    import time
+
+    from confluent_kafka.admin import AdminClient
+
+    from cli.broker import free_port
+
+    docs = rendered["overlays/production"]
+    deployment = named(docs, "Deployment", "avatar-renderer-realtime")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    port = free_port()
+    env = {**os.environ, **container_env(docs, container),
+           "KAFKA_BOOTSTRAP_SERVERS": broker, "KAFKA_GROUP_ID": f"{topics.requested}.fleet",
+           "TOPIC_REQUESTED": topics.requested, "TOPIC_COMPLETED": topics.completed, "TOPIC_FAILED": topics.failed,
+           "TOPIC_STATUS": topics.status, "TOPIC_DLQ": topics.dlq,
+           "OUTPUT_URI": (tmp_path / "renders").as_uri(), "MODEL_ROOT": str(tmp_path / "models"),
+           "UPLOAD_DIR": str(clips), "ALLOWED_INPUT_ROOTS": str(clips), "WORK_DIR": str(tmp_path / "work"),
+           "METRICS_HOST": "127.0.0.1", "METRICS_PORT": str(port), "AVATAR_FORCE_CPU": "1"}
+    worker = spawn_worker(env, "k8s-realtime")
+
+    def status(path):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+    startup = container["startupProbe"]
+    deadline = time.monotonic() + min(120, startup["periodSeconds"] * startup["failureThreshold"])
+    while status(startup["httpGet"]["path"]) != 200:
+        assert worker.process.poll() is None, worker.log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "never ready:\n" + worker.log_path.read_text()[-3000:]
+        time.sleep(0.5)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert status(container[probe]["httpGet"]["path"]) == 200, probe
+    so = named(docs, "ScaledObject", "avatar-renderer-realtime")
+    prefix = topics.requested[: -len(".requested")]
+    watched = {t["metadata"]["topic"].replace("avatar.render.", f"{prefix}.", 1)
+               for t in so["spec"]["triggers"] if t["type"] == "kafka"}
+    existing = set(AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics)
+    assert watched <= existing, sorted(watched - existing)
+    started = time.monotonic()
+    worker.kill(signal.SIGTERM)
+    code = worker.process.wait(pod["terminationGracePeriodSeconds"])
+    assert code == 0 and time.monotonic() - started < pod["terminationGracePeriodSeconds"]
