@@ -53,11 +53,13 @@ def load_gfpgan(path: str | Path, device: str = "cpu"):
 
 def random_gfpgan(seed: int = 0):
     """A GFPGANv1Clean with seeded random weights. The modulation biases start at 1, as upstream initialises
-    them, so styles scale features instead of nearly zeroing them and the output depends on the input."""
+    them, so styles scale features instead of nearly zeroing them and the output depends on the input. The
+    noise strengths are made non-zero (upstream starts them at 0; trained files have learnt values), so a
+    forward pass that injected fresh random noise would show in the output."""
     import torch
 
-    from .stylegan2 import ModulatedConv2d
     from .arch import GFPGANv1Clean
+    from .stylegan2 import ModulatedConv2d, StyleConv
 
     torch.manual_seed(seed)
     model = GFPGANv1Clean()
@@ -65,6 +67,8 @@ def random_gfpgan(seed: int = 0):
         for module in model.modules():
             if isinstance(module, ModulatedConv2d):
                 module.modulation.bias.fill_(1.0)
+            elif isinstance(module, StyleConv):
+                module.weight.uniform_(0.05, 0.2)
     return model.eval()
 
 
