@@ -42,10 +42,19 @@ def test_kafka_is_single_node_kraft_with_replication_factor_one():
 
 
 def test_topic_init_creates_the_worker_topics():
+    from worker.fleet import lane_topics
+    from worker.settings import SERVED_MODES
+
+    topics = Topics()
     script = "\n".join(SERVICES["kafka-init"]["command"])
-    created = set(re.findall(r"--topic (\S+)", script))
-    assert created == set(vars(Topics()).values())
-    assert re.search(r"--topic avatar\.render\.status .*cleanup\.policy=compact", script)
+    created = set(re.findall(r"--topic (avatar\.[a-z.]+) ", script))
+    lanes = re.search(r"for lane in ([^;]+); do\s+create --topic \"(\S+)\.\$\$lane\" --partitions (\d+)", script)
+    created |= {f"{lanes[2]}.{lane}" for lane in lanes[1].split()}
+    events = {topics.requested, topics.completed, topics.failed, topics.status, topics.dlq}
+    assert created == events | {topics.workers} | set(lane_topics(topics.lane_prefix, SERVED_MODES))
+    assert lanes[3] == re.search(r"--topic avatar\.render\.requested --partitions (\d+)", script)[1]
+    for compacted in (topics.status, topics.workers):
+        assert re.search(rf"--topic {re.escape(compacted)} .*cleanup\.policy=compact", script), compacted
 
 
 def test_worker_env_is_valid_settings_and_matches_scrape_config():
