@@ -457,6 +457,35 @@ def test_the_models_job_fills_the_volume_the_workers_read(rendered):
         assert ModelSettings.from_env(container_env(docs, worker)).model_root == root
 
 
+def test_every_reference_resolves(rendered):
+    """ConfigMaps, claims and Deployments named anywhere are in the render; Secrets are either there or ones the
+    README has you create."""
+    readme = readme_section("Running on Kubernetes")
+    for overlay, docs in rendered.items():
+        have = {(d["kind"], d["metadata"]["name"]) for d in docs}
+        namespaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+        assert len(namespaces) == 1, f"{overlay}: {namespaces}"
+        for d in docs:
+            pod = d["spec"]["template"]["spec"] if d["kind"] in ("Deployment", "Job") else None
+            if pod is None:
+                continue
+            for volume in pod.get("volumes", []):
+                if "persistentVolumeClaim" in volume:
+                    assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in have
+            for container in pod["containers"]:
+                refs = [s for s in container.get("envFrom", [])] + [
+                    e["valueFrom"] for e in container.get("env", []) if "valueFrom" in e]
+                for ref in refs:
+                    for key, kind in (("configMapRef", "ConfigMap"), ("configMapKeyRef", "ConfigMap"),
+                                      ("secretRef", "Secret"), ("secretKeyRef", "Secret")):
+                        if key in ref:
+                            name = ref[key]["name"]
+                            assert (kind, name) in have or (kind == "Secret" and f"create secret generic {name}" in readme), \
+                                f"{overlay} {d['metadata']['name']}: {kind} {name} is neither rendered nor created by README"
+        for so in objects(docs, "ScaledObject"):
+            assert ("Deployment", so["spec"]["scaleTargetRef"]["name"]) in have
+
+
 def test_the_dashboard_configmap_is_the_compose_dashboard(rendered):
     dashboard = json.loads((REPO / "deploy/grafana/dashboards/avatar-renderer.json").read_text())
     for docs in rendered.values():
