@@ -53,7 +53,9 @@ def palette_from_portrait(portrait: np.ndarray, landmarks: np.ndarray) -> Interi
     cheeks = [landmarks[[50, 101, 118, 117, 123, 147, 187, 205]], landmarks[[280, 330, 347, 346, 352, 376, 411, 425]]]
     skin = np.mean([_masked_mean(portrait, cheek)[0] for cheek in cheeks], axis=0)
     light = float(np.clip((0.299 * skin[0] + 0.587 * skin[1] + 0.114 * skin[2]) / SKIN_REFERENCE_LUMA, 0.35, 1.2))
-    teeth = TOOTH_ALBEDO * 235.0 * light
+    # A grey or faded photo gets grey teeth: the albedo's warmth is scaled by how colourful the skin is.
+    chroma = float(np.clip((skin.max() - skin.min()) / max(float(skin.max()), 1.0) / 0.25, 0, 1))
+    teeth = (TOOTH_ALBEDO.mean() + chroma * (TOOTH_ALBEDO - TOOTH_ALBEDO.mean())) * 235.0 * light
     photo_teeth = False
     # The photo's own teeth: the bright, low-saturation pixels between the inner lips, if there are enough.
     mouth_width = float(np.linalg.norm(landmarks[face.MOUTH_CORNERS[0]] - landmarks[face.MOUTH_CORNERS[1]]))
@@ -80,6 +82,7 @@ class InteriorPose:
     """Per frame: which parts show. All 0..1."""
 
     upper_teeth: float  # 1 paints upper teeth (a portrait showing its own teeth keeps them instead)
+    lower_teeth: float  # 1 paints lower teeth (a portrait showing its own keeps them: they drop with the jaw)
     tongue_tip: float  # L / TH: tongue tip raised behind the upper teeth
     labiodental: float  # F / V: the upper teeth fill the opening down to the lower lip
 
@@ -118,10 +121,11 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     mound_top = bottom - mound_height
     mound = (np.clip((y - mound_top) / np.maximum(0.25 * mound_height, 1.0), 0, 1)
              * np.clip((gap - 0.12 * mw) / (0.1 * mw), 0, 1) * (mound_height > 0.5))
-    tip_half = 0.32
-    tip_reach = top + np.minimum(0.13 * mw, 0.45 * gap) * 0.6
-    tip_shape = np.sqrt(np.clip(1 - (across / tip_half) ** 2, 0, 1))
-    tip = np.clip(y - (tip_reach + (1 - tip_shape) * 0.5 * gap) + 0.5, 0, 1) * (tip_shape > 0) * pose.tongue_tip
+    # The tip rises from the floor of the mouth to just under the upper teeth's edge in the middle.
+    tip_half = 0.3
+    tip_reach = top + np.minimum(0.12 * mw, 0.55 * gap) * 0.5
+    tip_top = tip_reach + (bottom - tip_reach) * np.clip((across / tip_half) ** 2, 0, 1.5)
+    tip = np.clip(y - tip_top + 0.5, 0, 1) * pose.tongue_tip
     tongue_alpha = np.maximum(mound, tip * np.clip(gap / (0.04 * mw), 0, 1))
     # Lit from the front: brightest at its top, darker down into the lower lip's shadow.
     tongue_shade = 0.95 - 0.3 * np.clip((y - mound_top) / np.maximum(mound_height, 1.0), 0, 1)
@@ -130,7 +134,7 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
 
     # Lower teeth: a thin row above the lower lip, in the upper lip's shadow, once the mouth is well open.
     lower_len = np.minimum(0.035 * mw, 0.12 * gap) * np.sqrt(np.clip(1 - (across / LOWER_TEETH_HALF_WIDTH * 0.5) ** 2, 0, 1))
-    lower_alpha = (np.clip(lower_len - from_bottom + 0.5, 0, 1) * np.clip((gap - 0.14 * mw) / (0.08 * mw), 0, 1)
+    lower_alpha = (pose.lower_teeth * np.clip(lower_len - from_bottom + 0.5, 0, 1) * np.clip((gap - 0.14 * mw) / (0.08 * mw), 0, 1)
                    * smoothstep(LOWER_TEETH_HALF_WIDTH * 2, LOWER_TEETH_HALF_WIDTH * 2 - 0.15, np.abs(across)))
     lower_colour = (0.6 * palette.teeth + 0.4 * palette.lip_shadow) * (0.75 + 0.2 * centre)[None, :, None]
     colour = colour * (1 - lower_alpha[..., None]) + lower_colour * lower_alpha[..., None]

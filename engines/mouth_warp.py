@@ -30,6 +30,7 @@ OPENING_DROP = 0.36  # lower-lip drop at full opening, as a fraction of mouth wi
 UPPER_LIP_RISE = 0.12  # upper-lip rise, as a fraction of the drop
 BORDER = 0.12  # fraction of the region over which displacement fades to zero at its edges
 PRESS_UPPER_SHARE = 0.55  # share of a parted-lips portrait's gap the upper lip covers when lips press shut
+PRESS_SQUEEZE = 1.4  # pressed lips close more than the gap: they meet and flatten against each other
 LABIODENTAL_RISE = 0.05  # upper-lip rise for F/V, as a fraction of mouth width (shows the teeth's edge)
 LABIODENTAL_TUCK = 0.015  # lower lip lifted this much (fraction of mouth width) above the upper lip's rest
 ROUND_CORNERS_IN = 0.36  # rounded lips: corners move in by this share of the half-width
@@ -40,6 +41,27 @@ POUT = 0.05  # rounded lips: each lip thickens by this fraction of mouth width a
 def _curve(points: np.ndarray, columns: np.ndarray) -> np.ndarray:
     order = np.argsort(points[:, 0])
     return np.interp(columns, points[order, 0], points[order, 1]).astype(np.float32)
+
+
+def teeth_split_fraction(portrait: np.ndarray | None, columns: np.ndarray, upper_inner: np.ndarray,
+                         lower_inner: np.ndarray) -> float:
+    """Where between the inner lips (0 upper .. 1 lower) a portrait with parted lips shows the dark line
+    between its upper and lower teeth; 1 when it shows none (or the lips are closed)."""
+    gap = lower_inner - upper_inner
+    width = columns[-1] - columns[0]
+    if portrait is None or float(np.mean(gap)) < 0.04 * width:
+        return 1.0
+    middle = np.abs(columns - (columns[0] + columns[-1]) / 2) < 0.15 * width
+    fractions = np.linspace(0.05, 0.95, 19, dtype=np.float32)
+    rows = upper_inner[middle][None, :] + fractions[:, None] * gap[middle][None, :]
+    cols = np.broadcast_to(columns[middle][None, :], rows.shape).astype(np.float32)
+    luma = cv2.cvtColor(portrait, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    profile = cv2.remap(luma, cols, rows.astype(np.float32), cv2.INTER_LINEAR).mean(axis=1)
+    lower_part = fractions >= 0.45
+    darkest = int(np.argmin(np.where(lower_part, profile, np.inf)))
+    if profile[darkest] < 0.75 * float(np.median(profile)):
+        return float(fractions[darkest])
+    return 1.0
 
 
 class MouthRig:
@@ -60,7 +82,11 @@ class MouthRig:
         self.columns = np.linspace(self.corner_left, self.corner_right, 64, dtype=np.float32)
         self.upper_inner = _curve(landmarks[face.UPPER_INNER_LIP], self.columns)
         self.lower_inner = _curve(landmarks[face.LOWER_INNER_LIP], self.columns)
-        self.split_y = float(self.lower_inner.mean())
+        # The layers part where a portrait showing its teeth has the gap between upper and lower teeth (its
+        # lower teeth drop with the jaw); a closed mouth parts at the lower inner lip.
+        self.teeth_split = teeth_split_fraction(portrait, self.columns, self.upper_inner, self.lower_inner)
+        self.split_curve = self.upper_inner + self.teeth_split * (self.lower_inner - self.upper_inner)
+        self.split_y = float(self.split_curve.mean())
         self.upper_outer_y = float(landmarks[0][1])  # the upper lip's outer edge at the centre
         self.lower_outer_y = float(landmarks[17][1])
         self.rest_gap = float(max(np.max(self.lower_inner - self.upper_inner), 0.0))  # parted lips at rest
@@ -112,7 +138,7 @@ class MouthRig:
         drop = opening * self.max_drop * shape * (1 - smoothstep(self.chin_y, self.neck_y, y))
         # Lifting the lower lip (press, F/V) fades out towards the chin.
         near_lip = 1 - smoothstep(self.split_y, self.chin_y, y)
-        lift = ((1 - PRESS_UPPER_SHARE) * press * self._pose_gap(x)
+        lift = ((1 - PRESS_UPPER_SHARE) * PRESS_SQUEEZE * press * self._pose_gap(x)
                 + labiodental * (self._pose_gap(x) * 0.9 + LABIODENTAL_TUCK * self.mouth_width * lip))
         pout = max(-width, 0.0) * POUT * self.mouth_width * lip * self._bump(y, self.lower_outer_y)
         return drop - lift * near_lip + pout
@@ -121,7 +147,7 @@ class MouthRig:
         rise = np.clip((y - self.nose_y) / max(self.split_y - self.nose_y, 1.0), 0, 1) ** 1.5
         lip = self._lip_profile(x, max(-width, 0.0))
         lifted = (opening * UPPER_LIP_RISE * self.max_drop + labiodental * LABIODENTAL_RISE * self.mouth_width) * lip
-        lowered = PRESS_UPPER_SHARE * press * self._pose_gap(x)
+        lowered = PRESS_UPPER_SHARE * PRESS_SQUEEZE * press * self._pose_gap(x)
         pout = max(-width, 0.0) * POUT * self.mouth_width * lip * self._bump(y, self.upper_outer_y)
         return (lowered - lifted) * rise - pout
 
@@ -164,8 +190,8 @@ class MouthRig:
         lower_x, lower_y = self._backward_map(pose, lower=True)
         columns = self.pixel_x[0]
         # Output position of the split line as seen from each layer: the top and bottom of the opening.
-        tx, ty = self._moved_curve(self.lower_inner, pose, lower=False)
-        bx, by = self._moved_curve(self.lower_inner, pose, lower=True)
+        tx, ty = self._moved_curve(self.split_curve, pose, lower=False)
+        bx, by = self._moved_curve(self.split_curve, pose, lower=True)
         split_out = np.interp(columns, tx, ty, left=self.corner_y, right=self.corner_y)
         # Where the lower lip rose above the split (press, F/V), it covers the upper layer.
         split_out = np.minimum(split_out, np.interp(columns, bx, by, left=self.corner_y, right=self.corner_y))
@@ -179,5 +205,6 @@ class MouthRig:
             self.palette = palette_from_portrait(source, self.landmarks)
         paint_interior(warped, self.pixel_y[:, 0], columns, top, bottom, self.center_x, self.mouth_width,
                        self.palette, InteriorPose(upper_teeth=float(self.paint_upper_teeth),
+                                                  lower_teeth=float(self.teeth_split > 0.99),
                                                   tongue_tip=tongue, labiodental=labiodental))
         return warped
