@@ -116,7 +116,7 @@ class RenderRequested:
     face: Any = None  # the wire form: "largest", {"index": N} or {"box": [x, y, w, h]}; None: largest
     framing: str | None = None  # None: crop
     delivery: dict | None = None  # issue 12: the request's output, canvas, loudness, hls keys (engines/delivery.py)
-    requested_mode: str | None = None  # set by the fleet's router: what the publisher asked for before routing
+    requested_mode: str | None = None  # set by the worker from a lane record's route_requested_mode header
 
 
 def _frame_rate(payload: dict) -> Fraction:
@@ -163,7 +163,6 @@ def parse_request(value: bytes | None) -> RenderRequested:
         face=payload.get("face"),
         framing=payload.get("framing"),
         delivery={k: payload[k] for k in DELIVERY_KEYS if k in payload} or None,
-        requested_mode=payload.get("requestedMode"),
     )
 
 

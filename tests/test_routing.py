@@ -186,7 +186,9 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
         hq_lane = read_topic(broker, f"{topics.lane_prefix}.high_quality.normal",
                              until=lambda r: len(r) >= 2, timeout=10)
         assert {r["key"] for r in hq_lane} == {jobs["hq"]["jobId"], jobs["auto"]["jobId"]}
-        assert {r["value"]["requestedMode"] for r in hq_lane} == {"high_quality", "auto"}
+        assert {r["headers"]["route_requested_mode"] for r in hq_lane} == {"high_quality", "auto"}
+        assert {r["headers"]["route_mode"] for r in hq_lane} == {"high_quality"}
+        assert {r["value"]["qualityMode"] for r in hq_lane} == {"high_quality", "auto"}  # the publisher's bytes
 
         # The HQ pool goes away (drained: its tombstone removes it at once).
         hq.stop()

@@ -35,14 +35,15 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.errors import InternalError, InvalidEvent, NoLivePool, RenderError
-from schemas.events import ce_headers, check_headers, encode, now_iso, parse_request, record_job_id, safe_job_id, truncate
+from schemas.events import ce_headers, check_headers, encode, header_dict, now_iso, parse_request, record_job_id, \
+    safe_job_id, truncate
 
 from . import metrics, scratch
 from .fleet import Capabilities, Fleet, LanePicker, heartbeat, lane_topic, lane_topics, local_capabilities, parse_lane, \
     priority_class
 from .job_step import JobStep, Outcome, Render, failure_event, pipeline_render, refused
 from .kafka import consumer_config, ensure_fleet_topics, producer_config, reader
-from .settings import WorkerSettings
+from .settings import SERVED_MODES, WorkerSettings
 from .storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -337,20 +338,28 @@ class Worker:
                         extra={"job_id": safe_job_id(record.outcome.job_id), "fields": {"code": exc.code}})
             self._publish_outcome(record, record.outcome)
             return True
-        payload = json.loads(message.value())
-        payload["requestedMode"] = payload.get("requestedMode") or payload.get("qualityMode") or "default"
-        payload["qualityMode"] = mode
         priority = priority_class(request.priority)
         lane = lane_topic(self.topics.lane_prefix, mode, priority)
+        # The value travels as it is (a DLQ copy is always the publisher's bytes); the decision is in headers.
         headers = [(k, v) for k, v in (message.headers() or []) if not k.startswith("route_")]
         headers += [(k, v.encode()) for k, v in (
+            ("route_mode", mode), ("route_requested_mode", request.quality_mode or "default"),
             ("route_origin_topic", message.topic()), ("route_origin_partition", str(message.partition())),
             ("route_origin_offset", str(message.offset())), ("route_worker_id", self.settings.worker_id),
             ("route_time", now_iso()))]
-        record.route = (lane, encode("render.requested.v1", payload), headers)
+        record.route = (lane, message.value(), headers)
         record.outcome = Outcome("routed", request.job_id, request, mode=mode)
         self._publish_route(record)
         return True
+
+    def _routed(self, request, headers):
+        """A lane record's request with the router's decision (headers route_mode, route_requested_mode)."""
+        found = header_dict(headers)
+        mode = found.get("route_mode")
+        if mode not in SERVED_MODES:
+            return request  # not routed (a record put on a lane by hand): as it says
+        return dataclasses.replace(request, quality_mode=mode,
+                                   requested_mode=found.get("route_requested_mode") or "default")
 
     def _publish_route(self, record: Record) -> None:
         record.state = "publishing"
@@ -372,8 +381,13 @@ class Worker:
         outcome = None
         try:
             kind, ts = message.timestamp()
-            outcome = self.step.run_record(message.value(), message.key(), ts / 1000 if kind and ts > 0 else None,
-                                           self.cancel, self._publish_running)
+            try:
+                request = self._routed(parse_request(message.value()), message.headers())
+            except InvalidEvent as exc:
+                outcome = refused(exc, message.value(), message.key(), self.settings.worker_id)
+            else:
+                outcome = self.step.run(request, self.cancel, self._publish_running,
+                                        ts / 1000 if kind and ts > 0 else None)
         except BaseException as exc:  # noqa: BLE001 - a bug must not lose the record, nor block its partition
             log.exception("job crashed: %s", exc)
             crash = exc
