@@ -58,15 +58,21 @@ def _refuse_a_taken_port(port: int) -> None:
                                      "choose another --port.") from None
 
 
-def start_broker(port: int, log_path: Path | None = None) -> subprocess.Popen:
-    """Start Tansu on 127.0.0.1:port (advertised as such) and wait until it accepts connections."""
-    _refuse_a_taken_port(port)
+def start_broker(port: int, log_path: Path | None = None, storage: str = "memory://tansu/",
+                 env: dict[str, str] | None = None, restart: bool = False) -> subprocess.Popen:
+    """Start Tansu on 127.0.0.1:port (advertised as such) and wait until it accepts connections.
+
+    storage: Tansu's --storage-engine; `s3://BUCKET/` keeps every record across a restart (the chaos tests run
+    it against moto's S3 server, with AWS_ENDPOINT, AWS_ALLOW_HTTP=true and the AWS_* keys in `env`).
+    restart: the port was just this broker's (its old connections may linger in TIME_WAIT): skip the check."""
+    if not restart:
+        _refuse_a_taken_port(port)
     url = f"tcp://127.0.0.1:{port}"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
         [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/", "--cluster-id", "avatar-renderer-dev"],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+         "--storage-engine", storage, "--cluster-id", "avatar-renderer-dev"],
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )
     try:
         wait_for_port("127.0.0.1", port, process=process)

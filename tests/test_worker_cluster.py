@@ -17,13 +17,18 @@ from cli.submit import build_request, publish
 pytestmark = pytest.mark.slow
 
 
-def current_partitions(worker) -> set[int]:
+def current_partitions(worker, topic: str | None = None) -> set[int]:
+    """Partitions the worker owns now (of `topic` only, when given: a worker also owns lane partitions)."""
     owned: set[int] = set()
     for entry in worker.logs():
-        if entry.get("msg") == "partitions assigned":
-            owned |= set(entry["partitions"])
-        elif entry.get("msg") in ("partitions revoked", "partitions lost"):
-            owned -= set(entry["partitions"])
+        if entry.get("msg") not in ("partitions assigned", "partitions revoked", "partitions lost"):
+            continue
+        topics = entry.get("topics") or [topic] * len(entry["partitions"])
+        changed = {p for p, t in zip(entry["partitions"], topics) if topic is None or t == topic}
+        if entry["msg"] == "partitions assigned":
+            owned |= changed
+        else:
+            owned -= changed
     return owned
 
 
@@ -41,8 +46,9 @@ def test_three_workers_share_partitions_and_survive_a_sigkill(broker, topics, cl
     out_dir = tmp_path / "renders"
     env = worker_env(broker, topics, clips, out_dir)
     workers = [spawn_worker(env, f"w{i}") for i in range(3)]
-    wait_until(lambda: all(current_partitions(w) for w in workers), 120, "all three workers to own a partition")
-    owned = [current_partitions(w) for w in workers]
+    wait_until(lambda: all(current_partitions(w, topics.requested) for w in workers), 120,
+               "all three workers to own a partition")
+    owned = [current_partitions(w, topics.requested) for w in workers]
     assert sorted(p for s in owned for p in s) == [0, 1, 2]
 
     short = [build_request(str(clips / "portrait.jpg"), str(clips / "short.wav"), "real_time", size=128) for _ in range(6)]
@@ -51,7 +57,9 @@ def test_three_workers_share_partitions_and_survive_a_sigkill(broker, topics, cl
     ids = {r["jobId"] for r in short}
     done = read_topic(broker, topics.completed, until=lambda r: ids <= job_ids_in(r), timeout=120)
     assert ids <= job_ids_in(done)
-    assert {r["value"]["workerId"] for r in done} == {"w0", "w1", "w2"}
+    # Rendered from the real_time normal lane, whose partitions the sticky assignor spreads over the workers
+    # (balancing the count of all the partitions each owns, lanes and public topic together).
+    assert len({r["value"]["workerId"] for r in done}) >= 2
 
     # A long job; kill its worker while it renders.
     long_job = build_request(str(clips / "portrait.jpg"), str(clips / "longer.wav"), "real_time", size=256)
