@@ -41,8 +41,14 @@ def keypoint_gaussians(values: torch.Tensor, height: int, width: int, variance: 
 
 
 def sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear sampling of ``image`` (B, C, H, W) at ``grid`` (B, h, w, 2); zeros outside."""
-    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+    """Bilinear sampling of ``image`` (B, C, H, W) at ``grid`` (B, h, w, 2); zeros outside. In fp32 even
+    under fp16 autocast: a half-precision grid would be off by up to a tenth of a pixel."""
+    return F.grid_sample(image.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def full_precision(tensor: torch.Tensor):
+    """A context in which autocast leaves ``tensor``'s device in fp32 (keypoint geometry, Jacobian inverses)."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 @dataclass
@@ -240,9 +246,10 @@ class DenseMotionNetwork(nn.Module):
         small = self.down(source_image)
         batch, channels, height, width = small.shape
         parts = self.num_kp + 1
-        difference = keypoint_gaussians(driving.value, height, width) - keypoint_gaussians(source.value, height, width)
-        heatmaps = torch.cat([torch.zeros_like(difference[:, :1]), difference], dim=1).to(small.dtype)
-        motions = self.sparse_motions(height, width, driving, source)
+        with full_precision(small):
+            difference = keypoint_gaussians(driving.value, height, width) - keypoint_gaussians(source.value, height, width)
+            heatmaps = torch.cat([torch.zeros_like(difference[:, :1]), difference], dim=1)
+            motions = self.sparse_motions(height, width, driving, source)
         repeated = small[:, None].expand(batch, parts, channels, height, width).reshape(batch * parts, channels, height, width)
         deformed = sample(repeated, motions.reshape(batch * parts, height, width, 2)).reshape(batch, parts, channels, height, width)
         features = torch.cat([heatmaps[:, :, None], deformed], dim=2).reshape(batch, parts * (channels + 1), height, width)
