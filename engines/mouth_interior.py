@@ -53,9 +53,14 @@ def palette_from_portrait(portrait: np.ndarray, landmarks: np.ndarray) -> Interi
     cheeks = [landmarks[[50, 101, 118, 117, 123, 147, 187, 205]], landmarks[[280, 330, 347, 346, 352, 376, 411, 425]]]
     skin = np.mean([_masked_mean(portrait, cheek)[0] for cheek in cheeks], axis=0)
     light = float(np.clip((0.299 * skin[0] + 0.587 * skin[1] + 0.114 * skin[2]) / SKIN_REFERENCE_LUMA, 0.35, 1.2))
-    # A grey or faded photo gets grey teeth: the albedo's warmth is scaled by how colourful the skin is.
+    # A grey or faded photo gets a grey mouth: every tint below is scaled by how colourful the skin is.
     chroma = float(np.clip((skin.max() - skin.min()) / max(float(skin.max()), 1.0) / 0.25, 0, 1))
-    teeth = (TOOTH_ALBEDO.mean() + chroma * (TOOTH_ALBEDO - TOOTH_ALBEDO.mean())) * 235.0 * light
+
+    def tinted(tint) -> np.ndarray:
+        tint = np.asarray(tint, np.float32)
+        return tint.mean() + chroma * (tint - tint.mean())
+
+    teeth = tinted(TOOTH_ALBEDO) * 235.0 * light
     photo_teeth = False
     # The photo's own teeth: the bright, low-saturation pixels between the inner lips, if there are enough.
     mouth_width = float(np.linalg.norm(landmarks[face.MOUTH_CORNERS[0]] - landmarks[face.MOUTH_CORNERS[1]]))
@@ -71,8 +76,8 @@ def palette_from_portrait(portrait: np.ndarray, landmarks: np.ndarray) -> Interi
     # Lips darkened and desaturated towards a deep red-brown: the same hue the face's light gives the lips.
     lip_grey = lips.mean()
     lip_shadow = 0.55 * (0.7 * lips + 0.3 * lip_grey)
-    cavity = np.maximum(0.17 * lips * np.array([1.0, 0.55, 0.6], np.float32), 6.0)
-    tongue = 0.72 * lips * np.array([1.0, 0.82, 0.85], np.float32) + 0.08 * skin
+    cavity = np.maximum(0.17 * lips * tinted([1.0, 0.55, 0.6]) / tinted([1.0, 0.55, 0.6]).max(), 6.0)
+    tongue = 0.72 * lips * tinted([1.0, 0.82, 0.85]) + 0.08 * skin
     return InteriorPalette(cavity.astype(np.float32), lip_shadow.astype(np.float32), tongue.astype(np.float32),
                            np.clip(teeth, 0, 255).astype(np.float32), photo_teeth)
 
