@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d
-from scipy.signal import PeakPropertyWarning, find_peaks
+from scipy.signal import find_peaks
 
 from .media_audio import ANALYSIS_RATE
 from .phonemes import PHONE_HOP_SECONDS, Phone, recognise_phones
@@ -139,7 +139,7 @@ def phone_targets(phones: list[Phone], steps: int) -> PhoneTargets:
 def closure_dips(envelope: np.ndarray, lips_apart: np.ndarray | None = None) -> np.ndarray:
     """Steps of stop and nasal closures found in the sound: short, deep loudness dips inside speech."""
     with warnings.catch_warnings():  # flat stretches (silence) are peaks of no prominence: not closures anyway
-        warnings.simplefilter("ignore", PeakPropertyWarning)
+        warnings.filterwarnings("ignore", message="some peaks have a prominence of 0")
         dips, _ = find_peaks(-envelope, prominence=DIP_PROMINENCE, wlen=2 * DIP_WINDOW_STEPS + 1,
                              width=(None, DIP_MAX_STEPS), rel_height=0.3)
     closed = np.zeros(len(envelope), bool)
