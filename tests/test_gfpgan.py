@@ -211,7 +211,8 @@ def test_stage_restores_only_the_face_deterministically(checkpoint, job, tmp_pat
     matrix = alignment(job.landmarks)
     region = cv2.warpAffine(face_mask(job.landmarks, matrix), cv2.invertAffineTransform(matrix), (256, 256))
     diff = np.abs(frames[0].astype(int) - job.portrait.astype(int)).max(axis=2)
-    assert diff[region == 0].max() == 0  # nothing outside the face moved
+    near_face = cv2.dilate((region > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # +-2 px of resampling
+    assert (~near_face).mean() > 0.5 and diff[~near_face].max() == 0  # nothing outside the face moved
     assert diff[region > 0.9].mean() > 5  # the (random) network repainted the face
 
     stage.close()

@@ -3,11 +3,14 @@
 Each frame's face is aligned from the landmarks it carries (align.py), the batch of 512x512 crops goes through
 GFPGANv1Clean in one call (RGB scaled to [-1, 1] as upstream's helper does; fp16 autocast on CUDA), and every
 restored crop is pasted back into its own frame. The landmarks pass through unchanged: restoration does not
-move the face.
+move the face. Aligning and pasting are OpenCV/numpy work that releases the GIL, so the frames of a batch are
+prepared and finished on a small thread pool while the network's call stays one batch.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -25,6 +28,7 @@ class GfpganStage(FrameStage):
     description = "GFPGAN v1.4 face restoration (faces aligned from Face Mesh landmarks, feathered paste-back)"
 
     model = None
+    pool: ThreadPoolExecutor | None = None
 
     @property
     def checkpoint(self) -> Path:
@@ -44,6 +48,7 @@ class GfpganStage(FrameStage):
 
         device = torch_device(self.hardware.cuda)
         self.model = load_gfpgan(self.checkpoint, device)
+        self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="gfpgan")
         return Holding(device=device, precision="fp16" if self.fp16 else "fp32",
                        backend="torch-cuda" if self.hardware.cuda else "torch-cpu", batch_size=self.batch_size,
                        checkpoints={str(self.checkpoint): remembered_sha256(self.checkpoint)})
@@ -55,6 +60,9 @@ class GfpganStage(FrameStage):
     def _release(self) -> None:
         on_cuda = self.hardware.cuda
         self.model = None
+        if self.pool is not None:
+            self.pool.shutdown()
+        self.pool = None
         if on_cuda:
             import torch
 
@@ -74,8 +82,16 @@ class GfpganStage(FrameStage):
 
     def transform(self, job: EngineJob, pairs: Iterable[Pair]) -> Iterator[Pair]:
         self.load()
+        pool = self.pool
         for chunk in batches(pairs, self.batch_size):
-            matrices = [alignment(landmarks) for _, landmarks in chunk]
-            restored = self.restore(np.stack([warp_face(frame, m) for (frame, _), m in zip(chunk, matrices)]))
-            for (frame, landmarks), matrix, face in zip(chunk, matrices, restored):
-                yield paste_back(frame, face, matrix, face_mask(landmarks, matrix)), landmarks
+            matrices = list(pool.map(lambda pair: alignment(pair[1]), chunk))
+            crops = list(pool.map(warp_face, [frame for frame, _ in chunk], matrices))
+            restored = self.restore(np.stack(crops))
+            finished = pool.map(_finish, chunk, matrices, restored)
+            for (_, landmarks), frame in zip(chunk, finished):
+                yield frame, landmarks
+
+
+def _finish(pair: Pair, matrix: np.ndarray, face: np.ndarray) -> np.ndarray:
+    frame, landmarks = pair
+    return paste_back(frame, face, matrix, face_mask(landmarks, matrix))
