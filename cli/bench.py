@@ -183,6 +183,11 @@ def run_bench(args) -> int:
             figures = bench_sizes(args.sizes, args.seconds, args.repeats, Path(tmp), engines)
             if getattr(args, "long", None):
                 figures["long"] = bench_long(args.long, Path(tmp))
+            if getattr(args, "hls", False):  # first segment playable, through the job step (cli/bench_hls.py)
+                from .bench_hls import bench_hls
+
+                figures["hls"] = bench_hls(Path(tmp) / "hls", engines, dict(os.environ), seconds=args.seconds,
+                                           repeats=max(3, args.repeats))
     finally:
         engines.close()
     out = Path(args.out)

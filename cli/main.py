@@ -8,6 +8,7 @@ import sys
 
 from . import arguments
 from .failures import report
+from .delivery_arguments import add_delivery_arguments
 from .render import add_render_arguments, run_render
 from engines.settings import int_env
 from schemas.errors import RenderError, SettingsError
@@ -74,6 +75,7 @@ def add_kafka_commands(commands) -> None:
     submit.add_argument("--fps", type=arguments.fps, default=None,
                         help="frames a second, 1-60: 25, 29.97 (= 30000/1001) or an exact fraction 30000/1001")
     arguments.add_face_arguments(submit)
+    add_delivery_arguments(submit)  # --format, --canvas, --loudness ... (issue 12)
     submit.add_argument("--wait", action="store_true", help="wait for the completion or failure event and print it")
     submit.add_argument("--timeout", type=arguments.positive_number, default=120.0, help="seconds --wait waits")
     submit.set_defaults(handler=_submit)
@@ -123,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--long", type=arguments.positive_number, nargs="?", const=3600.0, default=None,
                        metavar="SECONDS", help="also render SECONDS (default 3600) of looped speech at 256 px in a "
                                                "fresh process and report its peak RSS")
+    bench.add_argument("--hls", action="store_true",
+                       help="also time the first HLS segment of a 512 px real_time job through the job step "
+                            "(segments of 1 s and 2 s), added as `hls` to the JSON")
     bench.add_argument("--worker", action="store_true",
                        help="measure the Kafka worker path instead: jobs/s and latency added over a direct render")
     bench.add_argument("--wav2lip", action="store_true",

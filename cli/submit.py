@@ -15,6 +15,8 @@ from worker.job_step import queued_status
 from worker.kafka import ensure_broker_reachable, publish_request, reader, request_producer
 from worker.settings import Topics
 
+from .delivery_arguments import delivery_from_args
+
 BROKER_CHECK_SECONDS = 5.0
 
 
@@ -75,6 +77,10 @@ def request_from_args(args) -> dict:
                             fps=fps_wire(args.fps) if args.fps is not None else None, framing=args.framing)
     if args.pick_face:  # `face` is the portrait's parameter of build_request
         request["face"] = args.pick_face.to_wire()
+    request.update(delivery_from_args(args).to_wire())  # output, canvas, loudness, hls (issue 12)
+    canvas = request.get("canvas", {})
+    if "backgroundUri" in canvas and "://" not in canvas["backgroundUri"]:
+        canvas["backgroundUri"] = Path(canvas["backgroundUri"]).resolve().as_uri()
     return request
 
 

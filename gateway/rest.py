@@ -35,6 +35,7 @@ from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
 
 from .backends import JobBackend, JobSpec, face_from_request, requested_mode
 from .body_limit import BodyLimit
+from .hls_files import locate_file, media_type
 from .delivery_request import OUTPUT_HELP, CanvasBody, HlsBody, LoudnessBody, Output, delivery_from_wire
 from .docs import KEY_HEADER, add_docs
 from .downloads import MEDIA_TYPE, locate
@@ -294,10 +295,27 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
             return RedirectResponse(found.url, status_code=307)
         # Starlette's FileResponse answers Range (206, several ranges as multipart/byteranges, 416), If-Range,
         # ETag and Last-Modified itself.
-        return FileResponse(found.path, media_type=MEDIA_TYPE, filename=f"{jobId}.mp4", content_disposition_type="inline")
+        kind = media_type(found.path.name)  # video/mp4, video/webm, video/quicktime, the HLS playlist (issue 12)
+        return FileResponse(found.path, media_type=kind if kind != "application/octet-stream" else MEDIA_TYPE,
+                            filename=f"{jobId}{found.path.suffix}", content_disposition_type="inline")
 
     # HEAD (size and validators without the body) answered by the same function; one OpenAPI operation is enough.
     app.add_api_route("/renders/{jobId}", get_render, methods=["HEAD"], dependencies=auth, include_in_schema=False)
+
+    @app.get("/renders/{jobId}/{name}", dependencies=auth, name="get_render_file", response_class=FileResponse,
+             responses={307: {"description": "s3:// storage: redirect to a presigned GET URL"},
+                        401: {"model": ErrorBody}, 404: {"model": ErrorBody}})
+    def get_render_file(jobId: str, name: str) -> Response:
+        """An HLS job's files while it renders and after: `index.m3u8` (point a player here), `init.mp4`,
+        `segNNNNN.m4s`, and `index.mp4` when asked for (gateway/hls_files.py)."""
+        found = locate_file(jobId, name, backend.status(jobId), backend.storage, settings.download_url_expiry_seconds)
+        if isinstance(found, bytes):
+            return Response(found, media_type=media_type(name), headers={"Cache-Control": "no-cache"})
+        if found.url is not None:
+            return RedirectResponse(found.url, status_code=307)
+        # The playlist changes while the job runs: players must ask again, not cache it.
+        headers = {"Cache-Control": "no-cache"} if name.endswith(".m3u8") else None
+        return FileResponse(found.path, media_type=media_type(name), headers=headers)
 
     @app.get("/engines", dependencies=auth, responses={401: {"model": ErrorBody}})
     def list_engines() -> list[dict[str, Any]]:

@@ -117,6 +117,18 @@ def test_rest_status_shows_segments_of_a_running_hls_job_and_the_first_one_plays
             assert running["state"] == "running" and [s["index"] for s in running["segments"]] == [0]
             assert running["segment"]["uri"] == running["segments"][0]["uri"]
             assert decode_segment(running["segments"][0]["uri"]) == 25
+            # What a player does: the playlist over HTTP, then the files it names, relative to it.
+            base = f"/renders/{job['jobId']}"
+            playlist = client.get(f"{base}/index.m3u8")
+            assert playlist.status_code == 200 and playlist.headers["content-type"] == "application/vnd.apple.mpegurl"
+            assert [uri for _, uri in playlist_entries(playlist.text)] == ["seg00000.m4s"]
+            assert "#EXT-X-ENDLIST" not in playlist.text  # still rendering
+            init, first = client.get(f"{base}/{INIT_NAME}"), client.get(f"{base}/seg00000.m4s")
+            assert init.status_code == first.status_code == 200
+            with av.open(io.BytesIO(init.content + first.content)) as container:
+                assert sum(1 for _ in container.decode(video=0)) == 25
+            assert client.get(f"{base}/seg00001.m4s").status_code == 404  # not stored yet
+            assert client.get(f"{base}/secrets.txt").json()["error"]["code"] == "output_not_available"
             release.set()
             final = wait_for(client, job["statusUrl"])
             assert final["state"] == "succeeded", final

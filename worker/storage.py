@@ -117,6 +117,11 @@ class S3Storage:
             raise StorageError(f"Uploading {name} to {self.uri_of(name)} failed: {exc}.") from exc
         return Stored(self.uri_of(name), source.stat().st_size, digest)
 
+    def read_named(self, name: str) -> bytes:
+        """The bytes of the object `name` (an HLS playlist the gateway serves, gateway/hls_files.py)."""
+        key = f"{self.prefix}/{name}" if self.prefix else name
+        return self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
     def put(self, job_id: str, source: Path) -> Stored:
         from botocore.exceptions import BotoCoreError, ClientError
 
