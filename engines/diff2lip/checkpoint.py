@@ -44,12 +44,13 @@ def load_diff2lip(path: str | Path, device: str = "cpu", fp16: bool = False):
 
     from .unet import Diff2LipUNet
 
-    model = Diff2LipUNet()
+    with torch.device("meta"):  # no memory and no random initialisation: the file's tensors become the weights
+        model = Diff2LipUNet()
     state = read_state_dict(path)
     problems = mismatch_report(model, state)
     if problems:
         raise CheckpointError(f"{path} is not a Diff2Lip (128x128) checkpoint: {problems}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True, assign=True)
     del state
     model.requires_grad_(False)
     model = model.to(torch.device(device))
@@ -60,14 +61,32 @@ def load_diff2lip(path: str | Path, device: str = "cpu", fp16: bool = False):
 
 def random_state_dict(seed: int = 0) -> dict:
     """Float32 weights of the upstream layout with seeded random values (tests, `bench --hq` without the real
-    file). Unlike upstream's initialisation, no layer is zeroed: the output depends on every input."""
+    file): convolution and linear tensors uniform in +-1/sqrt(fan_in) (torch's default scale), group norms
+    near 1 (weights) and 0 (biases). Unlike upstream's initialisation no layer is zeroed, so the output
+    depends on every input."""
     import torch
 
     from .unet import Diff2LipUNet
 
-    torch.manual_seed(seed)
-    model = Diff2LipUNet()  # torch's default init: each conv/linear scaled by its fan-in
-    return {key: value.detach().clone().float().contiguous() for key, value in model.state_dict().items()}
+    with torch.device("meta"):
+        layout = Diff2LipUNet().state_dict()
+    generator = torch.Generator().manual_seed(seed)
+    fan_in = {}
+    for key, shape in ((key, value.shape) for key, value in layout.items()):
+        if key.endswith(".weight") and len(shape) > 1:
+            fan_in[key[: -len("weight")]] = shape[1:].numel()
+    state = {}
+    for key, value in layout.items():
+        prefix = key[: key.rindex(".") + 1]
+        uniform = torch.rand(value.shape, generator=generator)
+        if prefix in fan_in:  # a convolution or linear layer
+            bound = fan_in[prefix] ** -0.5
+            state[key] = (uniform * 2 - 1) * bound
+        elif key.endswith(".weight"):  # group norm scale
+            state[key] = 0.8 + 0.4 * uniform
+        else:  # group norm shift
+            state[key] = 0.2 * uniform - 0.1
+    return state
 
 
 def write_random_checkpoint(path: str | Path, seed: int = 0) -> Path:
