@@ -73,9 +73,8 @@ def palette_from_portrait(portrait: np.ndarray, landmarks: np.ndarray) -> Interi
         bright = inside[(luma > np.percentile(luma, 60)) & (spread < 0.35 * np.maximum(luma, 1))]
         if len(bright) > 0.01 * mouth_width**2:
             teeth, photo_teeth = bright.mean(axis=0), True
-    # Lips darkened and desaturated towards a deep red-brown: the same hue the face's light gives the lips.
-    lip_grey = lips.mean()
-    lip_shadow = 0.55 * (0.7 * lips + 0.3 * lip_grey)
+    # The lips' own colour darkened: the inner lip surface in shadow, the cavity deep red-brown, the tongue.
+    lip_shadow = 0.5 * lips
     cavity = np.maximum(0.17 * lips * tinted([1.0, 0.55, 0.6]) / tinted([1.0, 0.55, 0.6]).max(), 6.0)
     tongue = 0.72 * lips * tinted([1.0, 0.82, 0.85]) + 0.08 * skin
     return InteriorPalette(cavity.astype(np.float32), lip_shadow.astype(np.float32), tongue.astype(np.float32),
@@ -122,12 +121,12 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     centre = np.clip(1 - across**2, 0, 1)
 
     # Tongue: a low mound in an open mouth; the tip raised behind the upper teeth for L / TH.
-    mound_height = np.minimum(0.35 * gap, 0.12 * mw) * np.sqrt(np.clip(1 - (across / 0.6) ** 2, 0, 1))
+    mound_height = np.minimum(0.45 * gap, 0.16 * mw) * np.sqrt(np.clip(1 - (across / 0.6) ** 2, 0, 1))
     mound_top = bottom - mound_height
     mound = (np.clip((y - mound_top) / np.maximum(0.25 * mound_height, 1.0), 0, 1)
-             * np.clip((gap - 0.12 * mw) / (0.1 * mw), 0, 1) * (mound_height > 0.5))
+             * np.clip((gap - 0.1 * mw) / (0.1 * mw), 0, 1) * (mound_height > 0.5))
     # The tip rises from the floor of the mouth to just under the upper teeth's edge in the middle.
-    tip_half = 0.3
+    tip_half = 0.42
     tip_reach = top + np.minimum(0.12 * mw, 0.55 * gap) * 0.5
     tip_top = tip_reach + (bottom - tip_reach) * np.clip((across / tip_half) ** 2, 0, 1.5)
     tip = np.clip(y - tip_top + 0.5, 0, 1) * pose.tongue_tip
@@ -138,10 +137,11 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     colour = colour * (1 - tongue_alpha[..., None]) + tongue_colour * tongue_alpha[..., None]
 
     # Lower teeth: a thin row above the lower lip, in the upper lip's shadow, once the mouth is well open.
-    lower_len = np.minimum(0.035 * mw, 0.12 * gap) * np.sqrt(np.clip(1 - (across / LOWER_TEETH_HALF_WIDTH * 0.5) ** 2, 0, 1))
+    lower_len = np.minimum(0.05 * mw, 0.16 * gap) * np.sqrt(np.clip(1 - (across / LOWER_TEETH_HALF_WIDTH * 0.5) ** 2, 0, 1))
     lower_alpha = (pose.lower_teeth * np.clip(lower_len - from_bottom + 0.5, 0, 1) * np.clip((gap - 0.14 * mw) / (0.08 * mw), 0, 1)
                    * smoothstep(LOWER_TEETH_HALF_WIDTH * 2, LOWER_TEETH_HALF_WIDTH * 2 - 0.15, np.abs(across)))
-    lower_colour = (0.6 * palette.teeth + 0.4 * palette.lip_shadow) * (0.75 + 0.2 * centre)[None, :, None]
+    lower_shade = (0.62 + 0.2 * centre)[None, :] * (0.8 + 0.2 * np.clip(from_bottom / np.maximum(lower_len, 1), 0, 1))
+    lower_colour = palette.teeth * (lower_shade * _tooth_gaps(across * 1.25, mw)[None, :])[..., None]
     colour = colour * (1 - lower_alpha[..., None]) + lower_colour * lower_alpha[..., None]
 
     # Upper teeth hang from the top edge; F / V lets them reach the lower lip.
