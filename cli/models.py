@@ -121,6 +121,7 @@ LOADERS = {
     "fomm": ("engines.fomm.checkpoint", "load_fomm"),
     "diff2lip": ("engines.diff2lip.checkpoint", "load_diff2lip"),
     "gfpgan": ("engines.gfpgan.checkpoint", "load_gfpgan"),
+    "sadtalker": ("engines.sadtalker.checkpoint", "load_sadtalker_file"),  # .safetensors or mapping .pth.tar
 }
 LABELS = {"wav2lip": "Wav2Lip", "fomm": "FOMM vox-256", "diff2lip": "Diff2Lip", "gfpgan": "GFPGAN v1.3/v1.4",
           "sadtalker": "SadTalker"}

@@ -43,7 +43,11 @@ def built_engines(settings: ModelSettings, hardware: Hardware) -> list[Engine]:
     from .high_quality import HighQualityEngine  # imports no torch until it loads
 
     builtin = LandmarkWarpEngine(settings, hardware)
-    engines = [builtin, Wav2LipEngine(settings, hardware, base_engine=builtin)]
+    from .sadtalker.engine import SadTalkerEngine  # imports no torch until it loads
+
+    wav2lip = Wav2LipEngine(settings, hardware, base_engine=builtin)
+    # real_time tries neural engines in this order: SadTalker (+ Wav2Lip lips), then Wav2Lip over the built-in warp
+    engines = [builtin, SadTalkerEngine(settings, hardware, lipsync=wav2lip), wav2lip]
     import importlib.util  # TEMPORARY while the three stages land (one commit each): drop this guard after
 
     def present(name: str) -> bool:
@@ -124,9 +128,16 @@ class EngineRegistry:
                 reasons = [e.availability().reason for e in hq]
                 raise EngineUnavailable("high_quality mode cannot run: " + "; ".join(r for r in reasons if r) + ".")
 
+        passed_over = []  # (engine, why not) of neural real_time engines tried before the one chosen
         for engine in neural_rt:
-            if engine.availability().ok:
-                return Resolution(engine, "real_time", f"{engine.name} checkpoints are present")
+            availability = engine.availability()
+            if availability.ok:
+                why = f"{engine.name} checkpoints are present" + "".join(
+                    f"; not {name}: {reason.rstrip('.')}" for name, reason in passed_over)
+                if passed_over:
+                    log.info(why)
+                return Resolution(engine, "real_time", why)
+            passed_over.append((engine.name, availability.reason))
 
         reasons = [e.availability().reason for e in neural_rt]
         if mode == "auto":

@@ -16,6 +16,7 @@ from schemas.errors import SettingsError
 QUALITY_MODES = ("auto", "real_time", "high_quality")
 WAV2LIP_BASES = ("landmark-warp", "still")
 WAV2LIP_BACKENDS = ("auto", "torch", "tensorrt")
+SADTALKER_RENDER_SIZES = ("256", "128")
 
 
 def int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 0, unit: str = "") -> int:
@@ -58,6 +59,14 @@ def _number_env(env: Mapping[str, str], name: str, default, minimum, parse, desc
     return value
 
 
+def pose_style_env(env: Mapping[str, str]) -> int:
+    """SADTALKER_POSE_STYLE: one of SadTalker's 46 head-motion styles (0..45)."""
+    style = int_env(env, "SADTALKER_POSE_STYLE", 0, 0)
+    if style > 45:
+        raise SettingsError(f"SADTALKER_POSE_STYLE must be from 0 to 45, got {style}.")
+    return style
+
+
 def path_env(env: Mapping[str, str], name: str, default: Path) -> Path:
     value = env.get(name, "").strip()
     return Path(value).expanduser() if value else default
@@ -80,6 +89,10 @@ class ModelSettings:
     hq_batch: int = 0  # HQ_BATCH: frames per model call in high_quality stages; 0: 16 on a GPU, 2 on a CPU
     hq_ddim_steps: int = 25  # HQ_DDIM_STEPS: Diff2Lip DDIM sampling steps (upstream: 25); tests use fewer
     hq_allow_cpu: bool = False  # HQ_ALLOW_CPU: let high_quality run without a GPU (very slow; tests, trials)
+    sadtalker_still: bool = False  # SADTALKER_STILL: keep the portrait's head pose (expression and blinks only)
+    sadtalker_pose_style: int = 0  # SADTALKER_POSE_STYLE: audio2pose style 0..45
+    sadtalker_cpu: bool = False  # SADTALKER_CPU: let real_time / auto use SadTalker without a GPU (slow)
+    sadtalker_render_size: int = 256  # SADTALKER_RENDER_SIZE: face renderer resolution, 256 (trained) or 128
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 600.0
 
@@ -111,6 +124,10 @@ class ModelSettings:
             hq_batch=int_env(env, "HQ_BATCH", 0, 0),
             hq_ddim_steps=int_env(env, "HQ_DDIM_STEPS", 25, 1),
             hq_allow_cpu=flag_env(env, "HQ_ALLOW_CPU", False),
+            sadtalker_still=flag_env(env, "SADTALKER_STILL", False),
+            sadtalker_pose_style=pose_style_env(env),
+            sadtalker_cpu=flag_env(env, "SADTALKER_CPU", False),
+            sadtalker_render_size=int(choice_env(env, "SADTALKER_RENDER_SIZE", "256", SADTALKER_RENDER_SIZES)),
             max_image_pixels=int_env(env, "MAX_IMAGE_PIXELS", 40_000_000, 1),
             max_audio_seconds=float_env(env, "MAX_AUDIO_SECONDS", 600.0, 0.001),
         )
