@@ -141,3 +141,48 @@ def test_rest_status_shows_segments_of_a_running_hls_job_and_the_first_one_plays
     finally:
         release.set()
         backend.close()
+
+
+def test_mcp_render_avatar_takes_the_broadcast_fields(tmp_path):
+    """The real `avatar-renderer mcp` stdio server: an alpha WebM with a loudness target, and a refusal."""
+    import asyncio
+    import os
+    import sys
+
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from tests.conftest import REPO
+
+    inputs = write_inputs(tmp_path / "inputs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env.update(ALLOWED_INPUT_ROOTS=str(inputs), OUTPUT_DIR=str(tmp_path / "renders"), WORK_DIR=str(tmp_path / "work"),
+               AVATAR_FORCE_CPU="1", LOG_LEVEL="WARNING", MAX_ATTEMPTS="1")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "cli.main", "mcp"], env=env, cwd=str(REPO))
+
+    async def scenario():
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            refused = await session.call_tool("render_avatar", {
+                "avatar_path": "face.jpg", "audio_path": "speech.wav", "output": "webm",
+                "canvas": {"size": "1280x720", "background": "#000000"}})
+            assert refused.isError and "invalid_parameter" in refused.content[0].text
+            submitted = await session.call_tool("render_avatar", {
+                "avatar_path": "face.jpg", "audio_path": "speech.wav", "quality_mode": "real_time", "size": 128,
+                "output": "webm", "loudness": "web"})
+            assert not submitted.isError, submitted.content
+            job = submitted.structuredContent
+            for _ in range(600):
+                status = (await session.call_tool("get_render_status", {"job_id": job["jobId"]})).structuredContent
+                if status["state"] in ("succeeded", "failed"):
+                    return job, status
+                await asyncio.sleep(0.2)
+            raise AssertionError(f"no final state: {status}")
+
+    job, status = asyncio.run(asyncio.wait_for(scenario(), 150))
+    assert job["output"].endswith(f"{job['jobId']}.webm")
+    assert status["state"] == "succeeded", status
+    assert status["outputFormat"] == "webm" and abs(status["loudness"]["output"]["integratedLufs"] + 16) <= 1.0
+    with av.open(str(local(status["output"]))) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "vp9" and stream.metadata.get("alpha_mode") == "1"
