@@ -54,8 +54,11 @@ class GfpganStage(FrameStage):
                        checkpoints={str(self.checkpoint): remembered_sha256(self.checkpoint)})
 
     def warm_up(self) -> None:
+        """On CUDA one face through the network (kernel selection, lazy CUDA init); on a CPU that would cost
+        seconds and gain nothing, so just load."""
         self.load()
-        self.restore(np.full((1, FACE_SIZE, FACE_SIZE, 3), 128, np.uint8))
+        if self.hardware.cuda:
+            self.restore(np.full((1, FACE_SIZE, FACE_SIZE, 3), 128, np.uint8))
 
     def _release(self) -> None:
         on_cuda = self.hardware.cuda

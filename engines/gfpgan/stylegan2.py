@@ -52,17 +52,22 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        scales = self.modulation(style)  # (batch, in_channels)
         weight = self.weight[0]  # (out, in, k, k)
+        # Styles and demodulation factors in float32 even under fp16 autocast: they are per-sample vectors
+        # (cheap), and squared sums over 4608 terms can overflow fp16.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            scales = self.modulation(style.float())  # (batch, in)
+            if self.demodulate:
+                # Demodulation cancels any per-sample factor on the scales, so dividing them by their largest
+                # changes nothing but keeps x * scales within fp16's range (as StyleGAN2-ADA does for fp16).
+                scales = scales / scales.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
+                energy = scales.pow(2) @ weight.float().pow(2).sum(dim=(2, 3)).t()  # sum over (in, k, k)
+                demod = torch.rsqrt(energy + self.eps)  # (batch, out)
         x = x * scales[:, :, None, None].to(x.dtype)
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         out = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
         if self.demodulate:
-            # sum over (in, k, k) of (weight * scale)^2, computed in float32 even under autocast (fp16 overflows)
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                energy = scales.float().pow(2) @ weight.float().pow(2).sum(dim=(2, 3)).t()
-                demod = torch.rsqrt(energy + self.eps)  # (batch, out)
             out = out * demod[:, :, None, None].to(out.dtype)
         return out
 
