@@ -217,6 +217,24 @@ def test_landmarks_follow_a_known_deformation():
     np.testing.assert_allclose(move_points(points, zoomed), points * 1.2, atol=1e-4)
 
 
+def test_full_resolution_keeps_the_portrait_at_rest_and_generates_only_what_motion_hides():
+    from engines.fomm.warp import full_resolution
+
+    generator = torch.Generator().manual_seed(0)
+    portrait = torch.rand(1, 3, 40, 40, generator=generator)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 10), torch.linspace(-1, 1, 10), indexing="ij")
+    identity = torch.stack([xs, ys], -1)[None]
+    rest = 0.3 + 0.6 * torch.rand(1, 1, 10, 10, generator=generator)  # the network's map is not 1 at rest
+    generated = torch.zeros(1, 3, 256, 256)
+    still = full_resolution(portrait, identity, rest, generated, rest_occlusion=rest)
+    torch.testing.assert_close(still, portrait, atol=1e-5, rtol=0)
+    hidden = rest.clone()
+    hidden[..., :5] = 0.0  # motion hides the left half of the source: generated (black) pixels fill it
+    frame = full_resolution(portrait, identity, hidden, generated, rest_occlusion=rest)
+    assert frame[..., :16].abs().max() < 1e-6
+    torch.testing.assert_close(frame[..., 24:], portrait[..., 24:], atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------------- the stage
 
 
@@ -297,8 +315,9 @@ def test_driving_video_moves_the_portrait_relative_to_its_first_frame(stage):
     shifted = np.roll(job.portrait, 8, axis=1)  # the driving face moves 8 px right
     (first, first_marks), (second, second_marks) = stage.transform(job, still_pairs(job),
                                                                    driving=iter([job.portrait, shifted]))
-    # The first driving frame is the reference: no motion, the landmarks stay put.
+    # The first driving frame is the reference: no motion, the portrait and its landmarks as they are.
     assert np.abs(first_marks - job.landmarks).max() < 0.05
+    assert np.abs(first.astype(int) - job.portrait).max() <= 2
     assert np.abs(second.astype(int) - first).mean() > 0.05  # the second driving frame moves the face
     assert np.abs(second_marks - job.landmarks).mean() > 0.05
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -40,6 +41,13 @@ def model_input(frames: Iterable[np.ndarray], device: str):
     return batch.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+@dataclass
+class _RestOcclusion:
+    frame: np.ndarray  # the still frame it belongs to (compared by identity)
+    device: object
+    occlusion: object  # (1, 1, h, w) tensor
+
+
 def frame_tensor(frames: Iterable[np.ndarray], device: str):
     import torch
 
@@ -56,6 +64,7 @@ class FommStage(FrameStage):
         self.generator = None
         self.kp_detector = None
         self.device = "cpu"
+        self._rest_cache: _RestOcclusion | None = None
 
     def required_checkpoints(self) -> list[Path]:
         return [self.checkpoint]
@@ -75,7 +84,7 @@ class FommStage(FrameStage):
                        checkpoints={str(self.checkpoint): remembered_sha256(self.checkpoint)})
 
     def _release(self) -> None:
-        self.generator = self.kp_detector = None
+        self.generator = self.kp_detector = self._rest_cache = None
         if self.device.startswith("cuda"):
             import torch
 
@@ -133,14 +142,29 @@ class FommStage(FrameStage):
                     kp_driving = relative_keypoints(source, detected, initial, scale)
                 with self._precision():
                     out = self.generator(source_image, kp_driving, source)
+                    rest = self._rest_occlusion(frames, source_image, source)
                 full = full_resolution(frame_tensor(frames, device), out["deformation"], out["occlusion_map"],
-                                       out["prediction"])
+                                       out["prediction"], rest)
                 points = torch.as_tensor(to_model_coordinates(marks, size), device=device)
                 moved = move_points(points, out["deformation"]).cpu().numpy()
                 pixels = full.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for frame, landmarks in zip(pixels, to_pixels(moved, size)):
                 yield frame, landmarks.astype(np.float32)
             done += len(chunk)
+
+    def _rest_occlusion(self, frames: list[np.ndarray], source_image, source):
+        """The occlusion map of each frame driven by itself (no motion); remembered for a still portrait
+        (the same frame object in every pair), computed per batch otherwise."""
+        still = all(frame is frames[0] for frame in frames)
+        cache = self._rest_cache  # read once: another render thread may replace it
+        if still and cache is not None and cache.frame is frames[0] and cache.device == source_image.device:
+            return cache.occlusion.expand(len(frames), -1, -1, -1)
+        if still:
+            first = source[0:1]
+            occlusion = self.generator.dense_motion_network(source_image[0:1], first, first)["occlusion_map"]
+            self._rest_cache = _RestOcclusion(frames[0], source_image.device, occlusion)
+            return occlusion.expand(len(frames), -1, -1, -1)
+        return self.generator.dense_motion_network(source_image, source, source)["occlusion_map"]
 
     @staticmethod
     def _driving_batch(stream: Iterator, count: int, last: np.ndarray | None) -> tuple[list[np.ndarray], np.ndarray]:

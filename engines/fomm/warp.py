@@ -5,7 +5,7 @@ tied to that size, though: the deformation field maps every output position to a
 coordinates, whatever the resolution. So the deformation and the occlusion map are upsampled to the output
 size, the full-resolution portrait is warped by the deformation, and the generator's pixels are used only where
 the occlusion map says the source cannot be seen (occlusion 0 = not visible in the source: generate; 1 =
-visible: warp). Upsampling uses align_corners=True, the same pixel-centre convention as the fields.
+visible: warp), measured against the map of the portrait at rest. Upsampling uses align_corners=True, the same pixel-centre convention as the fields.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 LANDMARK_ITERATIONS = 8  # fixed-point steps inverting the deformation at each landmark
+REST_FLOOR = 0.05  # drops are measured relative to the rest value, or to this where it is lower (no blow-up)
 
 
 def resize_field(field: torch.Tensor, size: int) -> torch.Tensor:
@@ -22,14 +23,19 @@ def resize_field(field: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def full_resolution(portraits: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor,
-                    prediction: torch.Tensor) -> torch.Tensor:
+                    prediction: torch.Tensor, rest_occlusion: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 3, S, S) frames in [0, 1]: ``portraits`` (B, 3, S, S) warped by the upsampled ``deformation``
     (B, h, w, 2), blended with the generated ``prediction`` (B, 3, 256, 256) where ``occlusion`` (B, 1, h, w)
-    is below 1."""
+    is below 1, or, given ``rest_occlusion`` (the map of the portrait driven by itself), where it fell below
+    its value at rest: the network's occlusion is not 1 everywhere even without motion, and only what the
+    motion hides is worth generating. At rest the output is then the portrait itself."""
     size = portraits.shape[-1]
     grid = resize_field(deformation.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
     warped = F.grid_sample(portraits, grid.to(portraits.dtype), mode="bilinear", padding_mode="border",
                            align_corners=True)
+    if rest_occlusion is not None:
+        drop = rest_occlusion.float() - occlusion.float()  # how much less visible than at rest
+        occlusion = 1 - (drop / rest_occlusion.float().clamp(min=REST_FLOOR)).clamp(0, 1)
     visible = resize_field(occlusion, size).to(portraits.dtype)
     if prediction.shape[-1] > size:
         generated = F.interpolate(prediction.float(), size=(size, size), mode="area")
