@@ -170,3 +170,26 @@ def test_the_wire_form_round_trips():
             "loudness": {"target": "atsc-a85", "truePeak": -2.0}, "hls": {"segmentSeconds": 1.0, "mp4": True}}
     assert Delivery.from_wire(wire).to_wire() == wire
     assert Delivery().to_wire() == {}
+
+
+def test_cli_render_writes_hls_with_its_mp4_and_refuses_bad_flags(tmp_path, speech, capsys):
+    import json
+
+    from cli.render import main
+
+    playlist = tmp_path / "show" / "index.m3u8"
+    assert main(["--face", str(PORTRAIT), "--audio", str(speech), "--out", str(playlist), "--mode", "real_time",
+                 "--size", "128", "--fps", "29.97", "--format", "hls", "--segment-seconds", "1", "--hls-mp4",
+                 "--loudness", "atsc-a85"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["output_format"] == "hls" and printed["frame_rate"] == "30000/1001"
+    assert [s["durationSeconds"] for s in printed["segments"]][0] == pytest.approx(1.001)
+    assert printed["loudness"]["target"]["preset"] == "atsc-a85"
+    assert Path(printed["mp4_output"]) == playlist.with_suffix(".mp4") and playlist.read_text().startswith("#EXTM3U")
+    for bad in (["--loudness", "loud"], ["--format", "webm", "--background", "#000000"], ["--canvas", "800x600"],
+                ["--segment-seconds", "5", "--format", "hls"], ["--place", "middle"]):
+        with pytest.raises(SystemExit) as exited:
+            code = main(["--face", str(PORTRAIT), "--audio", str(speech), "--out", str(tmp_path / "x.mp4"), *bad])
+            raise SystemExit(code)
+        assert exited.value.code == 2, bad
+        assert "error:" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
