@@ -113,6 +113,8 @@ class Worker:
         self.assigned: set[tuple[str, int]] = set()
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        self.producer_fatal = None  # a fatal producer error (KafkaError): the producer is replaced
+        self.retired_producers: list[Producer] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,7 +124,7 @@ class Worker:
     def run(self) -> int:
         subscribed = [self.topics.requested, *self.lanes]
         ensure_fleet_topics(self.settings.bootstrap_servers, self.topics, self.lanes)
-        self.producer = Producer(producer_config(self.settings))
+        self.producer = self._new_producer()
         self._heartbeat()  # announced before joining, so routers see this pool as soon as it can take work
         self.fleet_reader = reader(self.settings.bootstrap_servers, f"{self.settings.worker_id}-fleet",
                                    **{"enable.partition.eof": True})
@@ -168,7 +170,10 @@ class Worker:
         self.cancel.set()
         given_back = sorted({r.tp for r in self._busy() if r.state == "running"})
         self._heartbeat(leaving=True)  # a tombstone: routers stop counting this worker at once
-        self.producer.flush(15)
+        try:
+            self.producer.flush(15)
+        except KafkaException as exc:
+            log.error("final flush failed: %s", exc)
         self._collect()
         if given_back:
             log.warning("gave back jobs still rendering at the end of the grace period",
@@ -197,7 +202,36 @@ class Worker:
         if dispatch:
             self._route_waiting()
             self._dispatch()
-        self.producer.poll(0)
+        try:
+            self.producer.poll(0)
+        except KafkaException as exc:
+            self._note_fatal(exc.args[0])
+        if self.producer_fatal is not None:
+            self._replace_producer()
+
+    def _new_producer(self) -> Producer:
+        return Producer({**producer_config(self.settings), "error_cb": self._note_fatal})
+
+    def _note_fatal(self, error) -> None:
+        if error.fatal():
+            self.producer_fatal = error
+        else:
+            log.warning("producer: %s", error)
+
+    def _replace_producer(self) -> None:
+        """A fatal error ends an idempotent producer for good (seen when a broker restarts without its
+        producer state: OUT_OF_ORDER_SEQUENCE_NUMBER). Start a new one; events not acknowledged are sent again
+        (their outcome is known: nothing is rendered twice), the offsets still wait for them."""
+        log.error("the producer hit a fatal error; replacing it and sending unacknowledged events again: %s",
+                  self.producer_fatal)
+        self.producer_fatal = None
+        self.retired_producers.append(self.producer)  # kept, never polled again: its callbacks never run
+        self.producer = self._new_producer()
+        now = time.monotonic()
+        for backlog in self.records.values():
+            for record in backlog:
+                if record.state == "publishing":
+                    record.state, record.outstanding, record.resend_at = "unsent", 0, now
 
     def _resend(self) -> None:
         """Publish again the events of records the broker did not acknowledge (the outcome is known: no re-render)."""
@@ -489,6 +523,8 @@ class Worker:
                 except BufferError:  # the local queue is full: let deliveries drain it, then try again
                     self.producer.poll(0.5)
                 except (KafkaException, ValueError, TypeError) as exc:
+                    if isinstance(exc, KafkaException) and exc.args[0].fatal():
+                        self.producer_fatal = exc.args[0]
                     too_large = isinstance(exc, KafkaException) and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
                     log.error("could not publish to %s: %s", topic, truncate(str(exc), 300))
                     if not too_large:
