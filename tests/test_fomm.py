@@ -17,7 +17,7 @@ from engines.hardware import Hardware  # noqa: E402
 from engines.settings import ModelSettings  # noqa: E402
 from engines.stages import still_pairs  # noqa: E402
 from schemas.errors import CheckpointError  # noqa: E402
-from tests.wav2lip_fixtures import portrait_job, speech  # noqa: E402
+from tests.wav2lip_fixtures import portrait_job  # noqa: E402
 
 torch.set_num_threads(2)
 
