@@ -193,3 +193,20 @@ def test_cli_render_writes_hls_with_its_mp4_and_refuses_bad_flags(tmp_path, spee
             raise SystemExit(code)
         assert exited.value.code == 2, bad
         assert "error:" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
+
+
+def test_the_broadcast_examples_validate_and_parse():
+    import json
+
+    import schemas
+    from schemas.events import check, parse_request
+
+    check("render.status.v1", schemas.example("render.status.v1", "segment"))
+    request = parse_request(json.dumps(schemas.example("render.requested.v1", "hls")).encode())
+    delivery = Delivery.from_wire(request.delivery)
+    assert delivery.output == "hls" and delivery.hls_mp4 and delivery.segment_seconds == 1
+    assert delivery.canvas.background_uri == "s3://newsroom-inputs/sets/studio.jpg"
+    assert delivery.loudness.lufs == -24.0 and delivery.loudness.true_peak == -2.0
+    bad = {**schemas.example("render.requested.v1", "hls"), "output": "avi"}
+    with pytest.raises(Exception, match="output"):
+        parse_request(json.dumps(bad).encode())
