@@ -78,6 +78,62 @@ def test_urgent_goes_first_but_bulk_is_never_starved():
     assert only_bulk.order({"bulk"}) == ["bulk"]
 
 
+def test_pool_settings_and_fleet_topic_names():
+    from engines.settings import SettingsError
+    from worker.settings import Topics, WorkerSettings
+
+    topics = Topics("t1.requested", "t1.completed", "t1.failed", "t1.status", "t1.dlq")
+    assert (topics.workers, topics.lane_prefix) == ("t1.workers", "t1.lane")
+    assert Topics().workers == "avatar.render.workers" and Topics().lane_prefix == "avatar.render.lane"
+    settings = WorkerSettings.from_env({"WORKER_MODES": "high_quality, real_time", "WORKER_POOL": "gpu",
+                                        "HEARTBEAT_SECONDS": "2", "LANE_MAX_SKIPS": "0",
+                                        "TOPIC_LANE_PREFIX": "fleet.lane."})
+    assert settings.modes == ("high_quality", "real_time") and settings.pool == "gpu"
+    assert settings.heartbeat_seconds == 2 and settings.lane_max_skips == 0
+    assert settings.topics.lane_prefix == "fleet.lane"
+    for env, named in (({"WORKER_MODES": "auto"}, "WORKER_MODES"), ({"HEARTBEAT_SECONDS": "0"}, "HEARTBEAT_SECONDS"),
+                       ({"TOPIC_WORKERS": "avatar.render.dlq"}, "TOPIC_WORKERS")):
+        with pytest.raises(SettingsError, match=named):
+            WorkerSettings.from_env(env)
+
+
+def test_a_worker_serves_only_modes_this_machine_can_render(tmp_path):
+    from engines.hardware import Hardware
+    from engines.registry import EngineRegistry
+    from engines.settings import SettingsError
+    from worker.fleet import local_capabilities
+    from worker.settings import WorkerSettings
+
+    def capabilities(**env):
+        settings = WorkerSettings.from_env({"MODEL_ROOT": str(tmp_path / "none"), **env})
+        return local_capabilities(settings, EngineRegistry(settings.models, Hardware(cuda=False)))
+
+    cpu = capabilities()  # DEFAULT_QUALITY_MODE=auto: what it can render
+    assert cpu.modes == ("real_time",) and cpu.pool == "real_time" and cpu.gpu is False
+    assert {"name": "landmark-warp", "mode": "real_time", "available": True} in cpu.engines
+    with pytest.raises(SettingsError, match="DEFAULT_QUALITY_MODE=high_quality.*high_quality"):
+        capabilities(DEFAULT_QUALITY_MODE="high_quality")
+    with pytest.raises(SettingsError, match="WORKER_MODES=high_quality"):
+        capabilities(WORKER_MODES="high_quality")
+    settings = WorkerSettings.from_env({"MODEL_ROOT": str(tmp_path / "m"), "WORKER_MODES": "high_quality"})
+    hq = local_capabilities(settings, _stand_in_registry(settings.models, tmp_path))
+    assert hq.modes == ("high_quality",) and hq.gpu is True and hq.checkpoints["fomm"] is True
+
+
+def test_the_worker_command_refuses_a_mode_it_cannot_render_in_one_line(broker, topics, clips, tmp_path):
+    import subprocess
+
+    from conftest import CLI, REPO
+
+    env = worker_env(broker, topics, clips, tmp_path / "renders", DEFAULT_QUALITY_MODE="high_quality",
+                     MODEL_ROOT=str(tmp_path / "models"), WORK_DIR=str(tmp_path / "work"))
+    done = subprocess.run([str(CLI), "worker"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert any("DEFAULT_QUALITY_MODE=high_quality" in line and "high_quality" in line for line in lines), lines
+    assert "Traceback" not in done.stderr
+
+
 # ----------------------------------------------------------------------------- two pools on the broker
 
 

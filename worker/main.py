@@ -51,7 +51,10 @@ def run_worker(args, env: Mapping[str, str]) -> int:
     ensure_broker_reachable(settings.bootstrap_servers)  # no broker: one sentence naming KAFKA_BOOTSTRAP_SERVERS
     engines = EngineRegistry.for_settings(settings.models)  # the process's engines, each built once
     render = pipeline_render(settings.models, engines)
-    worker = Worker(settings, render=render)
+    from .fleet import local_capabilities
+
+    capabilities = local_capabilities(settings, engines)  # a mode it cannot render: one line, exit 2
+    worker = Worker(settings, render=render, capabilities=capabilities)
     try:
         server = metrics.serve(settings.metrics_host, settings.metrics_port, worker.health)
     except BaseException:
