@@ -294,7 +294,7 @@ def test_chaos_short_sigkills_hostile_records_and_s3(broker, topics, spawn_worke
 
 
 @pytest.mark.chaos
-def test_chaos_long_sigkill_storm(broker, topics, spawn_worker, s3, tmp_path, long_form):
+def test_chaos_long_sigkill_storm(long_form, broker, topics, spawn_worker, s3, tmp_path):
     """Long form: 4 workers, 10 SIGKILLs every 3 s, 40 valid jobs and 120 hostile records interleaved."""
     figures = report("storm", run_storm(broker, topics, spawn_worker, s3, tmp_path, workers=4, jobs=40,
                                         hostile=120, kills=10, kill_every=3.0, timeout=420))
@@ -305,7 +305,7 @@ def test_chaos_long_sigkill_storm(broker, topics, spawn_worker, s3, tmp_path, lo
 
 
 @pytest.mark.chaos
-def test_chaos_broker_sigkill_and_restart_on_s3_storage(s3, spawn_worker, tmp_path, clips, long_form):
+def test_chaos_broker_sigkill_and_restart_on_s3_storage(long_form, s3, spawn_worker, tmp_path, clips):
     """Tansu with `--storage-engine s3://tansu/` on moto: SIGKILLed mid-stream and restarted on the same port;
     the workers reconnect and every job published before and after completes."""
     broker_env = {**os.environ, **AWS, "AWS_ENDPOINT": s3.endpoint, "AWS_ALLOW_HTTP": "true"}
@@ -346,7 +346,7 @@ def test_chaos_broker_sigkill_and_restart_on_s3_storage(s3, spawn_worker, tmp_pa
 
 
 @pytest.mark.chaos
-def test_chaos_object_store_down_mid_upload(broker, topics, s3, spawn_worker, tmp_path, long_form):
+def test_chaos_object_store_down_mid_upload(long_form, broker, topics, s3, spawn_worker, tmp_path):
     """S3 inputs and output; the store goes down for 4 s while jobs render and upload, then comes back:
     fetches and uploads are retried (storage_failed / fetch_failed are retryable), nothing is lost."""
     env = worker_env(broker, topics, tmp_path, tmp_path / "renders", WORKER_WARMUP="0", HEARTBEAT_SECONDS="1",
@@ -375,7 +375,7 @@ def test_chaos_object_store_down_mid_upload(broker, topics, s3, spawn_worker, tm
 
 
 @pytest.mark.chaos
-def test_chaos_worker_stalled_past_the_deadlines(broker, topics, clips, spawn_worker, tmp_path, long_form):
+def test_chaos_worker_stalled_past_the_deadlines(long_form, broker, topics, clips, spawn_worker, tmp_path):
     """SIGSTOP the only worker for 15 s (past its session timeout and its queued jobs' deadlines), then SIGCONT:
     it rejoins, the jobs whose deadline passed fail fast (deadline_exceeded), none is lost or left hanging."""
     env = worker_env(broker, topics, clips, tmp_path / "renders", WORKER_WARMUP="0", HEARTBEAT_SECONDS="1")
