@@ -27,6 +27,10 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench_hq import run_hq_bench
 
         return run_hq_bench(args)
+    if getattr(args, "sadtalker", False):
+        from .bench_sadtalker import run_sadtalker_bench
+
+        return run_sadtalker_bench(args)
     if getattr(args, "worker", False):
         from .bench_worker import run_worker_bench
 
@@ -136,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--hq", action="store_true",
                        help="measure the high_quality chain instead (random weights): FOMM, Diff2Lip, GFPGAN "
                             "frames/s, end to end at 512 and 1024, peak GPU memory (a reduced job on a CPU)")
+    bench.add_argument("--sadtalker", action="store_true",
+                       help="measure the SadTalker -> Wav2Lip chain instead (random weights): coefficient track, "
+                            "face renderer frames/s (fp32 / fp16), end to end at 512 (a reduced job on a CPU)")
     bench.set_defaults(handler=_bench)
     add_kafka_commands(commands)
     from .trt_build import add_trt_build_command

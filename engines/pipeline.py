@@ -151,7 +151,8 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
         writer = open_writer(
             delivery, partial, fps=fps, width=picture.width, height=picture.height, mode=resolution.mode,
             audio=output_audio, on_segment=request.on_segment,
-            metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}"},
+            metadata={"comment": f"avatar-renderer engine={resolution.engine.name} mode={resolution.mode}",
+                      "description": resolution.why},  # why this engine (and what it passed over)
         )
         with writer:  # frames rendered here and encoded on another thread at once (engines/frame_pipe.py)
             piped = pump(picture.frames(framed.frames(resolution.engine.render(job))), writer)
@@ -173,7 +174,8 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
         frames=frames, fps=fps_number(fps), frame_rate=fps_text(fps), size=request.size, audio_seconds=round(audio.duration, 3),
         render_seconds=round(finished - started, 3), decode_seconds=round(decoded - started, 3),
         frames_seconds=round(frames_seconds, 3), encode_seconds=round(encode_seconds, 3),
-        first_frame_seconds=round((first_frame_at or finished) - started, 3), engine_details=held.as_dict(),
+        first_frame_seconds=round((first_frame_at or finished) - started, 3),
+        engine_details={**held.as_dict(), "why": resolution.why},  # engineDetails.why in render.completed.v1
         face_used=framed.face_used, upscaled=framed.upscaled, width=picture.width, height=picture.height,
         output_format=delivery.output, loudness=loudness, mp4_output=mp4_output,
         segments=[{"index": s.index, "name": s.name, "durationSeconds": round(s.duration, 3),

@@ -235,6 +235,7 @@ def test_render_real_time_runs_sadtalker_then_wav2lip_end_to_end(checkpoints, tm
     assert set(result["engine_details"]["checkpoints"]) == {str(folder / SAFETENSORS_NAME), str(folder / MAPPING_NAME)}
     with av.open(str(out)) as container:
         assert container.metadata["comment"] == "avatar-renderer engine=sadtalker mode=real_time"
+        assert container.metadata["description"] == result["engine_details"]["why"] == "sadtalker checkpoints are present"
         video, sound = container.streams.video[0], container.streams.audio[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         assert float(video.duration * video.time_base) == pytest.approx(0.5, abs=1e-6)

@@ -150,4 +150,5 @@ def test_render_result_names_what_the_engine_held(checkpoint, tmp_path):
                                           size=128), engines)
     assert result.engine == "wav2lip"
     assert result.engine_details == {"device": "cpu", "precision": "fp32", "backend": "torch-cpu", "batchSize": 4,
-                                     "checkpoints": {str(checkpoint): file_sha256(checkpoint)}}
+                                     "checkpoints": {str(checkpoint): file_sha256(checkpoint)},
+                                     "why": "engine wav2lip was asked for"}

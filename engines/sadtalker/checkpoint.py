@@ -158,3 +158,22 @@ def load_models(folder: str | Path) -> SadTalkerModels:
     parts = load_safetensors(weights)
     bake_spectral_norm(parts["generator"])
     return SadTalkerModels(mapping=load_mapping(mapping), **parts)
+
+
+def write_random_checkpoints(folder: str | Path, seed: int = 0) -> Path:
+    """Randomly initialised SadTalker files in upstream's formats (for benches: random weights cost what real
+    ones do): the prefixed .safetensors without metadata, and the mapping .pth.tar {'mapping', 'epoch'}."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .renderer import MappingNet
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    flat = {f"{name}.{key}": tensor.contiguous() for name in PARTS
+            for key, tensor in build_part(name).state_dict().items()}
+    weights, mapping = checkpoint_files(folder)
+    save_file(flat, str(weights))
+    torch.save({"mapping": MappingNet().state_dict(), "epoch": 0}, mapping)
+    return folder
