@@ -286,11 +286,15 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
         307: {"description": "s3:// storage: redirect to a presigned GET URL"},
         401: {"model": ErrorBody}, 404: {"model": ErrorBody},
         416: {"description": "no asked-for range lies within the file"}})
-    def get_render(jobId: str) -> Response:
+    def get_render(jobId: str, request: Request) -> Response:
         """The finished MP4 of a succeeded job, with Range requests (seeking players, resumed downloads); for s3://
         storage a 307 redirect to a presigned URL (DOWNLOAD_URL_EXPIRY_SECONDS). 404 `output_not_available`
-        while the job is queued or running, or when it failed."""
-        found = locate(jobId, backend.status(jobId), backend.storage, settings.download_url_expiry_seconds)
+        while the job is queued or running, or when it failed. An HLS job: 307 to its playlist,
+        /renders/{jobId}/index.m3u8, whose segment names resolve next to it (also while it renders)."""
+        status = backend.status(jobId)
+        if status and status.get("state") != "failed" and str(status.get("output", "")).endswith("/index.m3u8"):
+            return RedirectResponse(str(request.url_for("get_render_file", jobId=jobId, name="index.m3u8")), 307)
+        found = locate(jobId, status, backend.storage, settings.download_url_expiry_seconds)
         if found.url is not None:
             return RedirectResponse(found.url, status_code=307)
         # Starlette's FileResponse answers Range (206, several ranges as multipart/byteranges, 416), If-Range,

@@ -128,6 +128,8 @@ def test_rest_status_shows_segments_of_a_running_hls_job_and_the_first_one_plays
             with av.open(io.BytesIO(init.content + first.content)) as container:
                 assert sum(1 for _ in container.decode(video=0)) == 25
             assert client.get(f"{base}/seg00001.m4s").status_code == 404  # not stored yet
+            moved = client.get(base)  # the job's download URL leads to its playlist
+            assert moved.status_code == 307 and moved.headers["location"].endswith(f"{base}/index.m3u8")
             assert client.get(f"{base}/secrets.txt").json()["error"]["code"] == "output_not_available"
             release.set()
             final = wait_for(client, job["statusUrl"])
