@@ -35,7 +35,8 @@ OPUS_BIT_RATE = 96_000
 
 
 class AlphaWriter(Mp4Writer):
-    """RGBA frames + an Audio track to WebM VP9 (yuva420p) or MOV ProRes 4444 (yuva444p10le)."""
+    """RGBA frames + an Audio track to WebM VP9 (yuva420p) or MOV ProRes 4444 (yuva444p10le). Built on Mp4Writer
+    (its audio interleaving, close and abort); only the container and the video stream differ."""
 
     def __init__(self, path: str | Path, *, kind: str, fps, width: int, height: int, mode: str, audio,
                  metadata: dict[str, str] | None = None):
@@ -45,11 +46,7 @@ class AlphaWriter(Mp4Writer):
         self.path = Path(path)
         self.fps = Fraction(fps)
         self.width, self.height = even(width), even(height)
-        self.audio = audio
-        self.frames_written = 0
-        self._audio_cursor = 0
-        self._audio_chunks = audio.output_chunks()
-        self._audio_pending = np.zeros(0, np.float32)
+        self._start(audio)  # Mp4Writer's counters and streamed audio
         self.codec_name = codec
         self.pix_fmt = pix_fmt
         try:

@@ -98,11 +98,7 @@ class Mp4Writer:
         self.path = Path(path)
         self.fps = Fraction(fps)
         self.width, self.height = even(width), even(height)
-        self.audio = audio
-        self.frames_written = 0
-        self._audio_cursor = 0
-        self._audio_chunks = audio.output_chunks()  # 48 kHz float32 pieces, read as the video advances
-        self._audio_pending = np.zeros(0, np.float32)
+        self._start(audio)
         profile = PROFILES[mode]
         use_nvenc = nvenc_usable() if use_nvenc is None else use_nvenc
         self.codec_name = "h264_nvenc" if use_nvenc else "libx264"
@@ -125,6 +121,14 @@ class Mp4Writer:
             self._audio_stream.bit_rate = AUDIO_BIT_RATE
         except (av.error.FFmpegError, OSError) as exc:
             raise EncodeError(f"Cannot open the encoder for {self.path}: {exc}") from exc
+
+    def _start(self, audio: Audio) -> None:
+        """Frame and audio counters at zero (also for the writers built on this one: alpha, HLS)."""
+        self.audio = audio
+        self.frames_written = 0
+        self._audio_cursor = 0
+        self._audio_chunks = audio.output_chunks()  # 48 kHz float32 pieces, read as the video advances
+        self._audio_pending = np.zeros(0, np.float32)
 
     @property
     def encoder_label(self) -> str:

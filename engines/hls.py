@@ -67,11 +67,7 @@ class HlsWriter(Mp4Writer):
         self.folder = self.path.parent
         self.fps = Fraction(fps)
         self.width, self.height = even(width), even(height)
-        self.audio = audio
-        self.frames_written = 0
-        self._audio_cursor = 0
-        self._audio_chunks = audio.output_chunks()
-        self._audio_pending = np.zeros(0, np.float32)
+        self._start(audio)  # Mp4Writer's counters and streamed audio
         self.on_segment = on_segment or (lambda segment: None)
         self.segments: list[Segment] = []
         self._seen_playlist: tuple[int, int] | None = None
