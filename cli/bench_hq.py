@@ -53,9 +53,9 @@ class Plan:
 
 def write_random_checkpoints(settings: ModelSettings) -> None:
     """Random FOMM, Diff2Lip and GFPGAN files, in the upstream formats, where the settings expect them."""
-    from engines.diff2lip.checkpoint import write_random_diff2lip
+    from engines.diff2lip.checkpoint import write_random_checkpoint as write_random_diff2lip
     from engines.fomm.checkpoint import write_random_fomm
-    from engines.gfpgan.checkpoint import write_random_gfpgan
+    from engines.gfpgan.checkpoint import write_random_checkpoint as write_random_gfpgan
 
     for path, write in ((settings.fomm_ckpt_dir / "vox-cpk.pth.tar", write_random_fomm),
                         (settings.diff2lip_ckpt_dir / "checkpoint.pt", write_random_diff2lip),

@@ -37,28 +37,15 @@ class Resolution:
 
 def built_engines(settings: ModelSettings, hardware: Hardware) -> list[Engine]:
     """Every engine this build contains. Neural engines register here as they are built."""
+    from .high_quality import HighQualityEngine  # none of these imports torch until an engine loads
     from .landmark_warp import LandmarkWarpEngine
-    from .wav2lip.engine import Wav2LipEngine  # imports no torch until it loads
-
-    from .high_quality import HighQualityEngine  # imports no torch until it loads
+    from .sadtalker.engine import SadTalkerEngine
+    from .wav2lip.engine import Wav2LipEngine
 
     builtin = LandmarkWarpEngine(settings, hardware)
-    from .sadtalker.engine import SadTalkerEngine  # imports no torch until it loads
-
     wav2lip = Wav2LipEngine(settings, hardware, base_engine=builtin)
     # real_time tries neural engines in this order: SadTalker (+ Wav2Lip lips), then Wav2Lip over the built-in warp
-    engines = [builtin, SadTalkerEngine(settings, hardware, lipsync=wav2lip), wav2lip]
-    import importlib.util  # TEMPORARY while the three stages land (one commit each): drop this guard after
-
-    def present(name: str) -> bool:
-        try:
-            return importlib.util.find_spec(f"engines.{name}.stage") is not None
-        except ModuleNotFoundError:
-            return False
-
-    if all(present(name) for name in ("fomm", "diff2lip", "gfpgan")):
-        engines.append(HighQualityEngine(settings, hardware))
-    return engines
+    return [builtin, SadTalkerEngine(settings, hardware, lipsync=wav2lip), wav2lip, HighQualityEngine(settings, hardware)]
 
 
 class EngineRegistry:
@@ -155,7 +142,7 @@ class EngineRegistry:
         """What this machine lacks for high_quality (FOMM + Diff2Lip + GFPGAN), in words a user can act on."""
         missing = []
         if not self.hardware.cuda and not allow_cpu:
-            missing.append("an NVIDIA GPU with CUDA (none was found)")
+            missing.append("an NVIDIA GPU with CUDA (none was found; HQ_ALLOW_CPU=1 runs it on the CPU, very slowly)")
         settings = self.settings
         for label, variable, path in (
                 ("the FOMM checkpoint", "FOMM_CKPT_DIR", settings.fomm_ckpt_dir / "vox-cpk.pth.tar"),

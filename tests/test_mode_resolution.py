@@ -201,4 +201,4 @@ def test_registry_builds_each_engine_once(tmp_path):
     engines = EngineRegistry(_settings(tmp_path), CPU)
     first = engines.resolve("real_time", None).engine
     assert engines.resolve("auto", None).engine is first is engines.engines["landmark-warp"]
-    assert {e["name"] for e in engines.describe()} == {"landmark-warp", "wav2lip", "fomm-diff2lip-gfpgan"}
+    assert {e["name"] for e in engines.describe()} == {"landmark-warp", "sadtalker", "wav2lip", "fomm-diff2lip-gfpgan"}
