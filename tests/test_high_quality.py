@@ -20,7 +20,7 @@ from engines.media_audio import load_audio, write_wav  # noqa: E402
 from tests.media_fixtures import PORTRAIT, SPEECH  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "avatar-renderer")
-SECONDS, FPS, SIZE = 0.4, 10, 96
+SECONDS, FPS, SIZE = 0.4, 5, 96  # two frames: one batch through each stage (minutes of CPU otherwise)
 
 
 @pytest.fixture(scope="module")
