@@ -284,12 +284,22 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
             write_wav(three, load_audio(clips / "long.wav").trimmed(3.0).samples)
         bulk = [build_request(face, str(three), "real_time", size=128, priority=0) for _ in range(6)]
         urgent = build_request(face, short, "real_time", size=128, priority=9)
+        from worker.kafka import request_producer
+
+        producer = request_producer(broker, "routing-test")
         for request in bulk:
-            publish(broker, topics, request)
+            publish(broker, topics, request, producer=producer)
         bulk_ids = {b["jobId"] for b in bulk}
-        read_topic(broker, topics.status, timeout=30, until=lambda r: any(
-            x["key"] in bulk_ids and x["value"]["state"] == "running" for x in r))
-        publish(broker, topics, urgent)
+
+        def bulk_queued_in_the_worker() -> int:  # read from the test thread: retried if the dict changes
+            try:
+                return sum(r.state == "queued" for tp, backlog in list(cpu.worker.records.items())
+                           if tp[0].endswith(".bulk") for r in list(backlog))
+            except RuntimeError:
+                return 0
+
+        _wait(lambda: bulk_queued_in_the_worker() >= 4, 60, "bulk jobs to queue in the worker")
+        publish(broker, topics, urgent, producer=producer)
         ids = bulk_ids | {urgent["jobId"]}
         done = read_topic(broker, topics.completed, until=lambda r: ids <= job_ids_in(r), timeout=120)
         completions = [r["value"]["jobId"] for r in done if r["value"]["jobId"] in ids]
@@ -298,8 +308,8 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
             x["key"] in ids and x["value"]["state"] == "running" for x in r) >= len(ids))
         starts = [x["key"] for x in sorted(statuses, key=lambda x: x["value"]["updatedAt"])
                   if x["key"] in ids and x["value"]["state"] == "running"]
-        # At most the bulk job rendering when it arrived (and one more picked in the same instant) went first;
-        # the bulk jobs still queued waited for it.
+        # Four bulk jobs were queued when it arrived: at most the one rendering (and one picked in the same
+        # instant) went before it; the queued ones waited.
         assert starts.index(urgent["jobId"]) <= 2, starts
         assert len(starts) - 1 - starts.index(urgent["jobId"]) >= 3
         backend.close()
