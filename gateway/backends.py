@@ -173,6 +173,18 @@ def succeeded_status(completion: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
+def merge_segment(record: dict[str, Any], update: dict[str, Any]) -> None:
+    """An HLS segment event (`segment`, worker/broadcast.py) added to a status record's `segments`, in order: a
+    segment 0 starts the list again (a retried attempt announces its segments anew), one seen before is ignored."""
+    segment = update.get("segment")
+    if not isinstance(segment, dict) or not isinstance(segment.get("index"), int):
+        return
+    segments = [] if segment["index"] == 0 else list(record.get("segments") or [])
+    if segment["index"] == len(segments):
+        segments.append(segment)
+    record["segments"] = segments
+
+
 def failed_status(failure: dict[str, Any]) -> dict[str, Any]:
     """What a render.failed.v1 event makes of a job's status record."""
     return {"jobId": failure["jobId"], "state": "failed", "attempt": failure["attempt"],
@@ -260,6 +272,7 @@ class InProcessBackend:
 
     def _update(self, job_id: str, fields: dict[str, Any]) -> None:
         with self._lock:
+            merge_segment(self._statuses[job_id], fields)
             self._statuses[job_id].update(fields, updatedAt=fields.get("updatedAt") or now_iso())
 
     def _run(self, spec: JobSpec, queued_at: float) -> None:

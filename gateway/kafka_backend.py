@@ -26,7 +26,7 @@ from worker.settings import Topics
 from worker.broadcast import output_name
 from worker.storage import open_storage
 
-from .backends import JobSpec, conflict, fingerprint, requested_mode, status_view, succeeded_status
+from .backends import JobSpec, conflict, fingerprint, merge_segment, requested_mode, status_view, succeeded_status
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,13 @@ class KafkaBackend:
             current = self._statuses.get(job_id)
             if current is None:
                 self._statuses[job_id] = dict(update)
+                merge_segment(self._statuses[job_id], update)
             elif not prefer_existing:
                 # A late "queued" must not hide a job that already finished (records of two topics interleave).
                 if current.get("state") in ("succeeded", "failed") and update.get("state") in ("queued", "running") \
                         and update.get("updatedAt", "") < current.get("updatedAt", ""):
                     return
+                merge_segment(current, update)  # an HLS segment event joins the job's `segments`
                 current.update(update)
             self._statuses.move_to_end(job_id)
             while len(self._statuses) > MAX_TRACKED:

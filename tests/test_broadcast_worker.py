@@ -61,8 +61,7 @@ def test_hls_job_through_kafka_announces_each_stored_segment_in_order_before_it_
     assert "succeeded" not in states[: max(i for i, r in enumerate(mine) if "segment" in r["value"])]
     assert [s["index"] for s in announced] == list(range(8))  # 8 s of speech in 1 s segments, in order
     assert all(r["value"]["state"] == "running" for r in mine if "segment" in r["value"])
-    assert mine[first_announcement]["value"]["segments"] == announced[:1]
-    assert [r["value"]["segments"] for r in mine if "segment" in r["value"]][-1] == announced
+    assert all("segments" not in r["value"] for r in mine)  # each event names its own segment only
 
     playlist = out_dir / job_id / "index.m3u8"
     assert completion["outputFormat"] == "hls" and completion["outputUri"] == playlist.resolve().as_uri()

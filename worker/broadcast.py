@@ -46,7 +46,9 @@ def output_name(job_id: str, delivery: Delivery) -> str:
 
 class SegmentUploader:
     """engines.hls's on_segment for one job: stores the segment (the init segment with the first) and the playlist
-    as it now stands, then reports {"playlistUri", "segment", "segments"} (every segment so far, in order)."""
+    as it now stands, then reports {"playlistUri", "segment"}. Each event names its own segment only (a list of
+    all so far in every event would grow the status traffic with the square of the segment count); the front
+    doors' backends gather them into a status's `segments` (gateway/backends.py merge_segment)."""
 
     def __init__(self, storage, job_id: str, report: Callable[[dict], None]):
         self.storage, self.job_id, self.report = storage, job_id, report
@@ -66,7 +68,7 @@ class SegmentUploader:
             entry = {"index": segment.index, "uri": stored.uri, "durationSeconds": round(segment.duration, 3),
                      "startSeconds": round(segment.start, 3)}
             self.segments.append(entry)
-            progress = {"playlistUri": self.playlist_uri, "segment": entry, "segments": list(self.segments)}
+            progress = {"playlistUri": self.playlist_uri, "segment": entry}
         try:
             self.report(progress)
         except Exception:  # noqa: BLE001 - a progress event lost must not fail the render
