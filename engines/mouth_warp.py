@@ -103,6 +103,13 @@ class MouthRig:
         self.width, self.height = self.x1 - self.x0, self.y1 - self.y0
         self.grid_x, self.grid_y = coarse_grid(self.x0, self.y0, self.width, self.height, GRID_STEP)
         self.pixel_x, self.pixel_y = pixel_grid(self.x0, self.y0, self.width, self.height)
+        self._grid_window = None
+        # Lips, teeth and chin are resampled bicubically (they keep the portrait's detail); the cheeks around
+        # them, where the displacement fades out, bilinearly (a third of the cost).
+        sharp_rows = (self.upper_outer_y - 0.3 * self.mouth_width, self.chin_y + 0.05 * self.mouth_width)
+        sharp_cols = (self.center_x - 1.0 * self.mouth_width, self.center_x + 1.0 * self.mouth_width)
+        self.sharp_box = (slice(*np.clip(np.round(sharp_rows).astype(int) - self.y0, 0, self.height)),
+                          slice(*np.clip(np.round(sharp_cols).astype(int) - self.x0, 0, self.width)))
 
     # --- the deformation model: forward displacement of a source point ---------------------------------------
 
@@ -126,49 +133,58 @@ class MouthRig:
         amount = (0.14 * width if width > 0 else ROUND_CORNERS_IN * width) - 0.06 * opening
         return amount * 0.5 * self.mouth_width * reach * bump
 
-    def _pose_gap(self, x):
-        """The parted-lips gap at rest across the mouth (0 for a closed-mouth portrait)."""
-        return self.rest_gap * self._lip_profile(x)
-
-    def _dy_lower(self, x, y, opening, width, press, labiodental):
-        lip = self._lip_profile(x, max(-width, 0.0))
+    def _dy_lower(self, x, y, opening, width, lip, lift):
         jaw = 1 - smoothstep(0.7 * self.mouth_width, 1.6 * self.mouth_width, np.abs(x - self.center_x))
         cheek_ramp = smoothstep(self.corner_y, self.chin_y, y)
         shape = lip + (1 - lip) * jaw * cheek_ramp
-        drop = opening * self.max_drop * shape * (1 - smoothstep(self.chin_y, self.neck_y, y))
-        # Lifting the lower lip (press, F/V) fades out towards the chin.
-        near_lip = 1 - smoothstep(self.split_y, self.chin_y, y)
-        lift = ((1 - PRESS_UPPER_SHARE) * PRESS_SQUEEZE * press * self._pose_gap(x)
-                + labiodental * (self._pose_gap(x) * 0.9 + LABIODENTAL_TUCK * self.mouth_width * lip))
-        pout = max(-width, 0.0) * POUT * self.mouth_width * lip * self._bump(y, self.lower_outer_y)
-        return drop - lift * near_lip + pout
+        dy = opening * self.max_drop * shape * (1 - smoothstep(self.chin_y, self.neck_y, y))
+        if lift is not None:  # lifting the lower lip (press, F/V) fades out towards the chin
+            dy = dy - lift * (1 - smoothstep(self.split_y, self.chin_y, y))
+        if width < 0:
+            dy = dy - width * POUT * self.mouth_width * lip * self._bump(y, self.lower_outer_y)
+        return dy
 
-    def _dy_upper(self, x, y, opening, width, press, labiodental):
+    def _dy_upper(self, x, y, opening, width, lip, lowered, labiodental):
         rise = np.clip((y - self.nose_y) / max(self.split_y - self.nose_y, 1.0), 0, 1) ** 1.5
-        lip = self._lip_profile(x, max(-width, 0.0))
-        lifted = (opening * UPPER_LIP_RISE * self.max_drop + labiodental * LABIODENTAL_RISE * self.mouth_width) * lip
-        lowered = PRESS_UPPER_SHARE * PRESS_SQUEEZE * press * self._pose_gap(x)
-        pout = max(-width, 0.0) * POUT * self.mouth_width * lip * self._bump(y, self.upper_outer_y)
-        return (lowered - lifted) * rise - pout
+        dy = -(opening * UPPER_LIP_RISE * self.max_drop + labiodental * LABIODENTAL_RISE * self.mouth_width) * lip
+        if lowered is not None:
+            dy = dy + lowered
+        dy = dy * rise
+        if width < 0:
+            dy = dy + width * POUT * self.mouth_width * lip * self._bump(y, self.upper_outer_y)
+        return dy
 
     def _bump(self, y, centre_y):
         """Weight near one lip's outer edge: where pouting lips grow."""
         return np.exp(-(((y - centre_y) / (0.12 * self.mouth_width)) ** 2))
 
-    def _forward(self, x, y, pose, lower):
+    def _forward(self, x, y, pose, lower, window=None):
         opening, width, press, labiodental = pose
+        lip = self._lip_profile(x, max(-width, 0.0))
+        # The parted-lips gap at rest across the mouth (0 for a closed-mouth portrait), closed by press and F/V.
+        closing = self.rest_gap > 0 and (press > 0 or labiodental > 0)
+        gap = self.rest_gap * self._lip_profile(x) if closing else 0.0
         if lower:
-            dy = self._dy_lower(x, y, opening, width, press, labiodental)
+            lift = None
+            if closing or labiodental > 0:
+                lift = ((1 - PRESS_UPPER_SHARE) * PRESS_SQUEEZE * press * gap
+                        + labiodental * (0.9 * gap + LABIODENTAL_TUCK * self.mouth_width * lip))
+            dy = self._dy_lower(x, y, opening, width, lip, lift)
         else:
-            dy = self._dy_upper(x, y, opening, width, press, labiodental)
-        window = self._border_window(x, y)
+            lowered = PRESS_UPPER_SHARE * PRESS_SQUEEZE * press * gap if closing else None
+            dy = self._dy_upper(x, y, opening, width, lip, lowered, labiodental)
+        if window is None:
+            window = self._border_window(x, y)
         return self._dx(x, y, opening, width) * window, dy * window
 
     def _backward_map(self, pose, lower):
-        """Per pixel source coordinates, by fixed-point iteration of src = dst - D(src) on the coarse grid."""
+        """Per pixel source coordinates, by fixed-point iteration of src = dst - D(src) on the coarse grid.
+        The border window is taken at the grid points themselves (it is 1 wherever points move far)."""
         sx, sy = self.grid_x, self.grid_y
+        if self._grid_window is None:
+            self._grid_window = self._border_window(self.grid_x, self.grid_y)
         for _ in range(FIXED_POINT_ITERATIONS):
-            dx, dy = self._forward(sx, sy, pose, lower)
+            dx, dy = self._forward(sx, sy, pose, lower, self._grid_window)
             sx, sy = self.grid_x - dx, self.grid_y - dy
         map_x = self.pixel_x + upsample(sx - self.grid_x, self.width, self.height, GRID_STEP)
         map_y = self.pixel_y + upsample(sy - self.grid_y, self.width, self.height, GRID_STEP)
@@ -198,7 +214,10 @@ class MouthRig:
         use_lower = self.pixel_y > split_out[None, :]
         map_x = np.where(use_lower, lower_x, upper_x)
         map_y = np.where(use_lower, lower_y, upper_y)
-        warped = cv2.remap(source, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        rows, cols = self.sharp_box
+        warped[rows, cols] = cv2.remap(source, map_x[rows, cols], map_y[rows, cols], cv2.INTER_CUBIC,
+                                       borderMode=cv2.BORDER_REPLICATE)
         top = np.interp(columns, tx, ty, left=np.nan, right=np.nan)
         bottom = np.interp(columns, bx, by, left=np.nan, right=np.nan)
         if self.palette is None:  # colours measured on the first portrait rendered, when not given up front
