@@ -430,3 +430,21 @@ def test_a_fatal_producer_error_is_survived(broker, topics, clips, tmp_path, sta
     assert second["jobId"] in {x["value"]["jobId"] for x in done}
     assert worker.worker.producer is not old and worker.thread.is_alive()
     assert any("replacing it" in r.getMessage() for r in caplog.records)
+
+
+def test_a_redelivered_completed_job_is_answered_not_rendered_again(broker, topics, clips, tmp_path, start_worker):
+    """Seen in the stall scenario: a worker frozen mid-render loses its partition, resumes, completes the job
+    and gets the partition back; the redelivered record then failed `deadline_exceeded` although the video was
+    made. A worker now answers a redelivery of a job it completed with the same completion event."""
+    worker = start_worker(worker_env(broker, topics, clips, tmp_path / "renders", WORKER_WARMUP="0"))
+    job = build_request(str(clips / "portrait.jpg"), str(clips / "short.wav"), "real_time", size=64)
+    publisher = Publisher(broker, topics)
+    publisher.job(job)
+    publisher.flush()
+    read_topic(broker, topics.completed, until=lambda r: job["jobId"] in {x["value"]["jobId"] for x in r})
+    publisher.job(job)  # the same record again, as a redelivery would bring it
+    publisher.flush()
+    done = read_topic(broker, topics.completed, until=lambda r: len(r) >= 2, timeout=30)
+    # The same event, completedAt and durations included: sent again, not rendered again.
+    assert len(done) == 2 and done[0]["value"] == done[1]["value"]
+    assert worker.thread.is_alive()

@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 MAX_BUFFERED_RECORDS = 200  # per partition: more waiting than this pauses the partition's fetches
 MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+MAX_REMEMBERED_COMPLETIONS = 1000  # jobs this worker completed (~2 KB each): a redelivery is answered, not rendered
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Worker:
         self.producer: Producer | None = None
         self.producer_fatal = None  # a fatal producer error (KafkaError): the producer is replaced
         self.retired_producers: list[Producer] = []
+        self.completed_here: OrderedDict[str, Outcome] = OrderedDict()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -294,10 +296,30 @@ class Worker:
             priority = self.picker.order(set(heads))[0]
             self.picker.took(priority, set(heads))
             record = min(heads[priority], key=lambda r: r.started)
+            if self._completed_before(record):
+                continue
             record.state = "running"
             record.started = time.perf_counter()
             self.running.add(record.tp)
             self.pool.submit(self._job, record)
+
+    def _completed_before(self, record: Record) -> bool:
+        """A redelivered record of a job this worker completed (its completion acknowledged), e.g. after it lost
+        and got back the partition while rendering it (a stall, a rebalance): its completion is published again
+        (the same event: a duplicate, harmless) instead of rendering it again, or failing it for a deadline that
+        passed meanwhile."""
+        try:
+            job_id = parse_request(record.message.value()).job_id
+        except Exception:  # noqa: BLE001 - whatever it is, the job thread will say
+            return False
+        outcome = self.completed_here.get(job_id)
+        if outcome is None:
+            return False
+        log.info("job already completed by this worker: its completion is sent again, not rendered again",
+                 extra={"job_id": job_id})
+        record.outcome = outcome
+        self._publish_outcome(record, outcome)
+        return True
 
     # ------------------------------------------------------------------ the fleet and routing
 
@@ -569,6 +591,10 @@ class Worker:
             record.resend_at = time.monotonic() + 1.0
             return
         record.state = "done"
+        if outcome.state == "succeeded":
+            self.completed_here[outcome.job_id] = outcome
+            while len(self.completed_here) > MAX_REMEMBERED_COMPLETIONS:
+                self.completed_here.popitem(last=False)
         if outcome.state == "routed":
             metrics.ROUTED.labels(*parse_lane(self.topics.lane_prefix, record.route[0])).inc()
             log.info("job routed", extra={"job_id": safe_job_id(outcome.job_id), "fields": {
