@@ -144,7 +144,7 @@ def test_the_json_limit_is_a_setting(root: Path, env: dict[str, str], policy: Se
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ({"engine": "bogus"}, "Unknown engine 'bogus'; this build has: landmark-warp"),
+    ({"engine": "bogus"}, "Unknown engine 'bogus'; this build has: fomm-diff2lip-gfpgan, landmark-warp"),
     ({"engine": "landmark-warp", "qualityMode": "high_quality"}, "landmark-warp serves real_time, not high_quality"),
 ])
 def test_unknown_engines_and_conflicting_modes_are_422_up_front(api: httpx.Client, body: dict, fragment: str) -> None:

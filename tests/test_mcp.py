@@ -89,7 +89,7 @@ def test_render_through_an_mcp_client_session(server_params: StdioServerParamete
         ({"avatar_path": "face.jpg", "audio_path": "speech.wav", "size": 7}, "invalid_parameter"),
         # refused up front, naming what this build has, instead of a job that fails later
         ({"avatar_path": "face.jpg", "audio_path": "speech.wav", "engine": "bogus"},
-         "invalid_parameter: Unknown engine 'bogus'; this build has: landmark-warp"),
+         "invalid_parameter: Unknown engine 'bogus'; this build has: fomm-diff2lip-gfpgan, landmark-warp"),
         ({"avatar_path": "face.jpg", "audio_path": "speech.wav", "engine": "landmark-warp",
           "quality_mode": "high_quality"}, "invalid_parameter: Engine landmark-warp serves real_time, not high_quality"),
     ],
