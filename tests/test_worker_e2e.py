@@ -45,8 +45,10 @@ def test_request_to_playable_output_with_events_and_metrics(broker, topics, clip
     completion = next(r for r in done if r["value"]["jobId"] == request["jobId"])
     event, headers = completion["value"], completion["headers"]
     assert event["engine"] == "landmark-warp" and event["mode"] == "real_time" and event["attempt"] == 1
-    assert event["engineDetails"] == {"device": "cpu", "precision": "none", "backend": "numpy+opencv",
-                                      "batchSize": 1, "checkpoints": {}}
+    details = dict(event["engineDetails"])
+    assert details.pop("why").startswith("using the built-in weightless engine landmark-warp: ")  # and why
+    assert details == {"device": "cpu", "precision": "none", "backend": "numpy+opencv", "batchSize": 1,
+                       "checkpoints": {}}
     assert event["outputUri"] == (out_dir.resolve() / f"{request['jobId']}.mp4").as_uri()
     assert headers["ce_type"] == "avatar.render.completed.v1" and headers["ce_specversion"] == "1.0"
     assert headers["content-type"] == "application/json" and headers["ce_subject"] == request["jobId"]
