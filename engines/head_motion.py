@@ -52,8 +52,11 @@ def motion_track(n_frames: int, fps: float, envelope: np.ndarray, face_height: f
     def drift(sigma_seconds: float) -> np.ndarray:
         pad = round(2 * fps)  # two seconds of frames each side (fps may be 29.97...)
         noise = rng.standard_normal(n_frames + 2 * pad)
-        smooth = gaussian_filter1d(noise, sigma_seconds * fps)[pad : pad + n_frames]
-        return smooth / (np.std(smooth) + 1e-9)
+        sigma = sigma_seconds * fps
+        smooth = gaussian_filter1d(noise, sigma)[pad : pad + n_frames]
+        # Scaled by the spread smoothed white noise has in the long run (1 / sqrt(2 sqrt(pi) sigma)), not by this
+        # clip's own spread: that made a clip of a few frames sway and tilt as much as a minute does.
+        return smooth * np.sqrt(2 * np.sqrt(np.pi) * sigma)
 
     angle = np.radians(1.2) * drift(0.9)
     shift_x = 0.012 * face_height * drift(1.1)
