@@ -122,6 +122,22 @@ def test_coefficient_track_is_seeded_and_still_mode_keeps_the_pose():
     assert np.array_equal(still[:, :64], moving[:, :64])  # the expression is the same
 
 
+def test_settings_are_read_and_checked():
+    from schemas.errors import SettingsError
+
+    settings = ModelSettings.from_env({"SADTALKER_STILL": "1", "SADTALKER_POSE_STYLE": "45", "SADTALKER_CPU": "yes",
+                                       "SADTALKER_RENDER_SIZE": "128"})
+    assert (settings.sadtalker_still, settings.sadtalker_pose_style, settings.sadtalker_cpu,
+            settings.sadtalker_render_size) == (True, 45, True, 128)
+    defaults = ModelSettings.from_env({})
+    assert (defaults.sadtalker_still, defaults.sadtalker_pose_style, defaults.sadtalker_cpu,
+            defaults.sadtalker_render_size) == (False, 0, False, 256)
+    for name, value in (("SADTALKER_POSE_STYLE", "46"), ("SADTALKER_POSE_STYLE", "-1"),
+                        ("SADTALKER_RENDER_SIZE", "512"), ("SADTALKER_CPU", "maybe")):
+        with pytest.raises(SettingsError, match=name):
+            ModelSettings.from_env({name: value})
+
+
 # ---------------------------------------------------------------- the chain and its fallbacks
 
 
