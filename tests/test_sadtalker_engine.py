@@ -258,3 +258,12 @@ def test_render_real_time_runs_sadtalker_then_wav2lip_end_to_end(checkpoints, tm
         assert float(sound.duration * sound.time_base) == pytest.approx(0.45, abs=0.03)
     assert len(frames) == 5 and frames[0].shape == (160, 160, 3)
     assert len({f.tobytes() for f in frames}) == 5  # every frame differs: the renderer is driven per frame
+
+
+def test_crop_then_paste_back_returns_the_portrait(job):
+    """A rendered face identical to the crop it was given goes back without a shift (pixel centres aligned)."""
+    square = face_square(job.landmarks)
+    crop = crop_square(job.portrait, square, 256)
+    back = PasteBack(square, job.portrait.shape[:2])(job.portrait, crop)
+    inner = slice(max(0, square.y0) + 8, square.y0 + square.side - 8), slice(max(0, square.x0) + 8, square.x0 + square.side - 8)
+    assert np.abs(back[inner].astype(int) - job.portrait[inner]).mean() < 1.0  # 5 with corner-aligned pixels

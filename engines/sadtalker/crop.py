@@ -52,9 +52,11 @@ class Square:
     side: int
 
     def to_square(self, size: int) -> np.ndarray:
-        """2x3 affine from frame pixels to a size x size crop."""
+        """2x3 affine from frame pixels to a size x size crop, pixel centres aligned as cv2.resize aligns them
+        (so the paste-back, a cv2.resize, puts every pixel back where it was taken from)."""
         scale = size / self.side
-        return np.array([[scale, 0, -self.x0 * scale], [0, scale, -self.y0 * scale]], dtype=np.float64)
+        return np.array([[scale, 0, (0.5 - self.x0) * scale - 0.5], [0, scale, (0.5 - self.y0) * scale - 0.5]],
+                        dtype=np.float64)
 
 
 def face_square(landmarks: np.ndarray) -> Square:
@@ -97,7 +99,8 @@ def align_for_recon(crop: np.ndarray, crop_landmarks_5: np.ndarray) -> np.ndarra
     w, h = int(w0 * s), int(h0 * s)
     left = int(w / 2 - RECON_SIZE / 2 + (t[0] - w0 / 2) * s)
     up = int(h / 2 - RECON_SIZE / 2 + (h0 / 2 - t[1]) * s)
-    matrix = np.array([[w / w0, 0, -left], [0, h / h0, -up]], dtype=np.float64)
+    sx, sy = w / w0, h / h0  # PIL's resize, as upstream: pixel centres aligned
+    matrix = np.array([[sx, 0, 0.5 * sx - 0.5 - left], [0, sy, 0.5 * sy - 0.5 - up]], dtype=np.float64)
     return cv2.warpAffine(crop, matrix, (RECON_SIZE, RECON_SIZE), flags=cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
