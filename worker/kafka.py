@@ -158,9 +158,11 @@ def ensure_fleet_topics(bootstrap: str, topics: Topics, lanes: list[str], timeou
     existing = admin.list_topics(timeout=timeout).topics
     requested = existing.get(topics.requested)
     partitions = len(requested.partitions) if requested is not None and requested.partitions else 3
-    wanted = [NewTopic(lane, partitions, 1) for lane in lanes if lane not in existing]
+    # Replication factor -1: the broker's default.replication.factor (a production cluster's 3, the embedded
+    # broker's 1), never a hard-coded 1 that would make a lane the one unreplicated topic of a cluster.
+    wanted = [NewTopic(lane, partitions, -1) for lane in lanes if lane not in existing]
     if topics.workers not in existing:
-        wanted.append(NewTopic(topics.workers, 1, 1, config={"cleanup.policy": "compact"}))
+        wanted.append(NewTopic(topics.workers, 1, -1, config={"cleanup.policy": "compact"}))
     if not wanted:
         return
     for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
