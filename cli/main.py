@@ -80,6 +80,9 @@ def add_kafka_commands(commands) -> None:
                         help="frames a second, 1-60: 25, 29.97 (= 30000/1001) or an exact fraction 30000/1001")
     arguments.add_face_arguments(submit)
     add_delivery_arguments(submit)  # --format, --canvas, --loudness ... (issue 12)
+    submit.add_argument("--driving-video", default=None, metavar="PATH|URI",
+                        help="a video whose head motion drives the portrait (path, file://, s3:// or https://); "
+                             "high_quality only")
     submit.add_argument("--wait", action="store_true", help="wait for the completion or failure event and print it")
     submit.add_argument("--timeout", type=arguments.positive_number, default=120.0, help="seconds --wait waits")
     submit.set_defaults(handler=_submit)

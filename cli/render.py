@@ -33,6 +33,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (0 to 4294967295)")
     add_delivery_arguments(parser)  # --format, --canvas, --loudness ... (issue 12)
+    parser.add_argument("--driving-video", type=Path, default=None, metavar="PATH",
+                        help="a video (MP4, MOV, WebM, MKV) whose head motion drives the portrait; high_quality only")
 
 
 def render_request(args: argparse.Namespace) -> RenderRequest:
@@ -41,6 +43,7 @@ def render_request(args: argparse.Namespace) -> RenderRequest:
         face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
         fps=args.fps, size=args.size, seed=args.seed, face=args.pick_face or FaceChoice(),
         framing=args.framing or "crop", delivery=delivery_from_args(args),
+        driving_path=getattr(args, "driving_video", None),
     )
 
 

@@ -71,6 +71,22 @@ class ResultWatcher:
         self.consumer.close()
 
 
+def uri_of(reference: str) -> str:
+    """A URI as is; a local path as the file:// URI of its absolute path."""
+    return reference if "://" in reference else Path(reference).resolve().as_uri()
+
+
+def check_driving_video(mode: str | None, engine: str | None) -> None:
+    """The registry's up-front refusal of a driving video with a real_time mode or engine (InvalidParameter)."""
+    from engines.hardware import Hardware
+    from engines.registry import EngineRegistry
+    from engines.settings import ModelSettings
+
+    registry = EngineRegistry(ModelSettings.from_env(dict(os.environ)), Hardware(cuda=False))
+    registry.check_request(mode, engine)
+    registry.check_driving_video(mode or "auto", engine)
+
+
 def request_from_args(args) -> dict:
     """The render.requested.v1 event of `submit`'s arguments (fps "30000/1001" when not whole, face's wire form)."""
     request = build_request(str(args.face), str(args.audio), args.mode, engine=args.engine, size=args.size,
@@ -78,6 +94,9 @@ def request_from_args(args) -> dict:
     if args.pick_face:  # `face` is the portrait's parameter of build_request
         request["face"] = args.pick_face.to_wire()
     request.update(delivery_from_args(args).to_wire())  # output, canvas, loudness, hls (issue 12)
+    if getattr(args, "driving_video", None):  # high_quality only: refused here, before it is published
+        check_driving_video(args.mode, args.engine)
+        request["drivingVideo"] = uri_of(str(args.driving_video))
     canvas = request.get("canvas", {})
     if "backgroundUri" in canvas and "://" not in canvas["backgroundUri"]:
         canvas["backgroundUri"] = Path(canvas["backgroundUri"]).resolve().as_uri()

@@ -25,13 +25,16 @@ import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from .hardware import Hardware
 from .media_audio import OUTPUT_RATE, Audio
 from .settings import ModelSettings
+
+if TYPE_CHECKING:
+    from .media_video import DrivingVideo
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class EngineJob:
     fps: Fraction  # exact (30000/1001); frame i shows at i / fps seconds. Engines use float(fps) for arrays
     size: int
     seed: int = 0  # drives blinks and head motion, so a job re-rendered gives the same video
+    # A checked driving video whose head motion replaces the speech-driven one (engines/media_video.py); only
+    # engines with uses_driving_video take it (the pipeline refuses it for the others).
+    driving: "DrivingVideo | None" = None
 
     @property
     def frame_count(self) -> int:
@@ -79,6 +85,7 @@ class Engine(abc.ABC):
     mode: str  # the quality mode it serves: "real_time" or "high_quality"
     description: str
     needs_gpu: bool = False
+    uses_driving_video: bool = False  # whether render() moves the head by EngineJob.driving
 
     def __init__(self, settings: ModelSettings, hardware: Hardware):
         self.settings = settings

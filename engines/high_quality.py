@@ -31,6 +31,7 @@ class HighQualityEngine(Engine):
     name = "fomm-diff2lip-gfpgan"
     mode = "high_quality"
     description = "FOMM head motion, Diff2Lip diffusion lip-sync and GFPGAN v1.4 face restoration (official checkpoints)"
+    uses_driving_video = True  # FOMM takes its motion from a driving video when the request has one
 
     def __init__(self, settings: ModelSettings, hardware: Hardware):
         super().__init__(settings, hardware)
@@ -70,7 +71,8 @@ class HighQualityEngine(Engine):
 
     def render(self, job: EngineJob) -> Iterator[np.ndarray]:
         self.load()
-        moving = self.motion.transform(job, still_pairs(job))
+        driving = job.driving.frames(job.fps) if job.driving is not None else None  # decoded lazily
+        moving = self.motion.transform(job, still_pairs(job), driving=driving)
         speaking = self.lips.transform(job, moving)
         restored = self.faces.transform(job, speaking)
         try:

@@ -23,6 +23,7 @@ from .face_choice import FaceChoice
 from .frame_pipe import pump
 from .media_audio import open_audio
 from .media_image import load_portrait
+from .media_video import open_driving_video
 from .registry import EngineRegistry
 from .settings import QUALITY_MODES
 
@@ -47,6 +48,9 @@ class RenderRequest:
     # Broadcast formats (issue 12, engines/delivery.py): container/codec, canvas, loudness, HLS segmenting. A
     # canvas background image is a local path here (the job step fetches it like the portrait).
     delivery: Delivery = Delivery()
+    # A driving video (a local path: the job step fetches it like the portrait) whose head motion replaces the
+    # speech-driven one; high_quality engines only (engines/media_video.py).
+    driving_path: Path | None = None
     # hls: called with each engines.hls.Segment as soon as it is finished (on the encoder thread)
     on_segment: Callable | None = field(default=None, compare=False, repr=False)
 
@@ -125,7 +129,13 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     validate(request)
     fps = check_fps(request.fps)  # the exact rate, whatever spelling the request used
     settings = engines.settings
+    if request.driving_path is not None:
+        engines.check_driving_video(request.mode, request.engine)
     resolution = engines.resolve(request.mode, request.engine)
+    if request.driving_path is not None and not resolution.engine.uses_driving_video:
+        raise InvalidParameter(f"A driving video needs a high_quality engine, but {resolution.mode} engine "
+                               f"{resolution.engine.name} was chosen ({resolution.why.rstrip('.')}); leave the "
+                               "driving video out or ask for mode high_quality.")
     held = resolution.engine.load()
     portrait = load_portrait(request.face_path, settings.max_image_pixels)
     audio = open_audio(request.audio_path, settings.max_audio_seconds)  # 16 kHz analysis kept; output streamed
@@ -137,7 +147,11 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     if delivery.canvas is not None and delivery.canvas.background_uri:
         background = load_portrait(delivery.canvas.background_uri, settings.max_image_pixels)
     picture = Picture(delivery, framed.width, framed.height, background)  # matte / canvas (engines/delivery.py)
-    job = EngineJob(framed.portrait, framed.landmarks, audio, fps, framed.render_size, request.seed)
+    driving = None
+    if request.driving_path is not None:  # checked now (length, frame size, a face); decoded while rendering
+        driving = open_driving_video(request.driving_path, framed.render_size, settings.max_audio_seconds,
+                                     settings.max_image_pixels)
+    job = EngineJob(framed.portrait, framed.landmarks, audio, fps, framed.render_size, request.seed, driving)
     decoded = time.perf_counter()
 
     out_path = Path(request.out_path)

@@ -88,6 +88,18 @@ class EngineRegistry:
             raise InvalidParameter(
                 f"Engine {engine_name} serves {engine.mode}, not {mode}; drop the engine or the mode.")
 
+    def check_driving_video(self, mode: str | None, engine_name: str | None) -> None:
+        """Refuse, before any work, a driving video in a request that only a real_time engine can serve (they
+        cannot use one; it must not be silently ignored). Under auto the pipeline checks the engine it chose."""
+        engine = self.engines.get(engine_name) if engine_name else None
+        if engine is not None and not engine.uses_driving_video:
+            raise InvalidParameter(f"Engine {engine.name} cannot use a driving video: only high_quality engines "
+                                   "take their head motion from one. Leave the driving video out or ask for "
+                                   "mode high_quality.")
+        if engine is None and (mode or self.settings.default_quality_mode) == "real_time":
+            raise InvalidParameter("A driving video moves the head in high_quality mode only; real_time engines "
+                                   "cannot use it. Leave the driving video out or ask for mode high_quality.")
+
     def resolve(self, mode: str | None, engine_name: str | None) -> Resolution:
         self.check_request(mode, engine_name)
         if engine_name:  # the engine decides the mode; DEFAULT_QUALITY_MODE does not override it

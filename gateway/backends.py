@@ -100,6 +100,7 @@ class JobSpec:
     face: FaceChoice = FaceChoice()  # which face of the photo (part of the idempotency fingerprint, as every field)
     framing: str = "crop"
     delivery: Delivery = Delivery()  # output, canvas, loudness, hls (issue 12, engines/delivery.py)
+    driving_video: str | None = None  # a checked driving video URI (high_quality head motion)
 
     def with_job_id(self) -> "JobSpec":
         if self.job_id:
@@ -113,7 +114,8 @@ class JobSpec:
             "fps": fps_wire(self.fps), "size": self.size, "seed": self.seed, "requestedAt": requested_at,
         }
         optional = {"qualityMode": self.quality_mode, "engine": self.engine, "priority": self.priority,
-                    "deadline": self.deadline, "idempotencyKey": self.idempotency_key}
+                    "deadline": self.deadline, "idempotencyKey": self.idempotency_key,
+                    "drivingVideo": self.driving_video}
         payload.update({k: v for k, v in optional.items() if v is not None})
         if self.face != FaceChoice():
             payload["face"] = self.face.to_wire()
@@ -130,7 +132,7 @@ class JobSpec:
             priority=5 if self.priority is None else self.priority, idempotency_key=self.idempotency_key,
             deadline=parse_time(self.deadline, "deadline") if self.deadline else None,
             requested_at=requested_at, traceparent=None, face=self.face.to_wire(), framing=self.framing,
-            delivery=self.delivery.to_wire() or None,
+            delivery=self.delivery.to_wire() or None, driving_video=self.driving_video,
         )
 
 
@@ -150,7 +152,8 @@ def fingerprint(spec: JobSpec, upload_dir: Path) -> str:
         return uri
 
     fields = {**asdict(spec), "job_id": "", "avatar_uri": identity(spec.avatar_uri),
-              "audio_uri": identity(spec.audio_uri)}
+              "audio_uri": identity(spec.audio_uri),
+              "driving_video": identity(spec.driving_video) if spec.driving_video else None}
     return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()
 
 

@@ -17,7 +17,7 @@ from mcp.server.fastmcp.exceptions import ToolError
 from schemas.errors import BackendUnavailable, RenderError
 from engines.pipeline import RenderRequest, check_fps, validate
 from engines.registry import EngineRegistry
-from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
+from worker.security import AUDIO, IMAGE, VIDEO, SecurityPolicy, check_reference
 
 from .backends import BackendSettings, JobBackend, JobSpec, face_from_request, open_backend
 from .delivery_request import delivery_from_wire
@@ -51,6 +51,7 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
         canvas: str | dict[str, Any] | None = None,
         loudness: str | float | dict[str, Any] | None = None,
         hls: dict[str, Any] | None = None,
+        driving_video_path: str | None = None,
     ) -> dict[str, Any]:
         """Queue a talking-head render of a portrait (PNG/JPEG/WebP) speaking a recording (WAV/MP3/M4A/OGG/FLAC).
 
@@ -63,6 +64,8 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
         get_render_status lists them). canvas: "1920x1080" | "1280x720" | "1080x1920" or {"size", "x", "y", "scale",
         "background": "#RRGGBB" | "backgroundUri": image path}. loudness: "ebu-r128" | "atsc-a85" | "web" | LUFS, or
         {"target", "truePeak"}. hls: {"segmentSeconds": 1-2, "mp4": true}.
+        driving_video_path: a video (MP4/MOV/WebM/MKV, same forms as avatar_path) whose head motion drives the
+        portrait; high_quality only (refused with real_time).
         Returns jobId, output (URI the MP4 will be written to), qualityMode, state, and how to fetch the video
         once done (`path` where the file will be, or that a URL will come; `fetch`); poll get_render_status.
         """
@@ -74,11 +77,15 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
             validate(RenderRequest(face_path="", audio_path="", out_path="", mode=quality_mode, fps=fps, size=size,
                                    face=choice, framing=framing))
             engines.check_request(quality_mode, engine)
+            if driving_video_path is not None:
+                engines.check_driving_video(quality_mode, engine)
             spec = JobSpec(
                 avatar_uri=check_reference(avatar_path, IMAGE, policy),
                 audio_uri=check_reference(audio_path, AUDIO, policy),
                 quality_mode=quality_mode, engine=engine, fps=fps, size=size, face=choice, framing=framing,
                 delivery=delivery,
+                driving_video=check_reference(driving_video_path, VIDEO, policy)
+                if driving_video_path is not None else None,
             ).with_job_id()
             if not backend.ready():
                 raise BackendUnavailable("The job queue is not reachable; try again shortly.")

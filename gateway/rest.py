@@ -31,7 +31,7 @@ from engines.pipeline import FRAMINGS, MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE, che
 from schemas.frame_rate import TEXT_PATTERN as FPS_TEXT
 from engines.registry import EngineRegistry
 from engines.settings import ModelSettings
-from worker.security import AUDIO, IMAGE, SecurityPolicy, check_reference
+from worker.security import AUDIO, IMAGE, VIDEO, SecurityPolicy, check_reference
 
 from .backends import JobBackend, JobSpec, face_from_request, requested_mode
 from .body_limit import BodyLimit
@@ -89,11 +89,14 @@ class RenderBody(BaseModel):
     canvas: CanvasBody | None = Field(None, description="place the avatar on a 16:9 or 9:16 canvas")
     loudness: LoudnessBody | None = Field(None, description="bring the speech to a loudness target (BS.1770)")
     hls: HlsBody | None = Field(None, description="output hls: segment length, and whether to store one MP4 too")
+    drivingVideo: str | None = Field(None, min_length=1, max_length=2048,
+                                     description="a driving video (MP4, MOV, WebM, MKV; same forms as avatarPath) whose "
+                                                 "head motion drives the portrait; high_quality engines only")
 
-    @field_validator("avatarPath", "audioPath")
+    @field_validator("avatarPath", "audioPath", "drivingVideo")
     @classmethod
-    def _no_nul(cls, value: str) -> str:
-        if "\x00" in value:
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
             raise ValueError("must not contain NUL bytes")
         return value
 
@@ -220,6 +223,8 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
     def submit_render(body: RenderBody, request: Request) -> JSONResponse:
         """Queue a render of files the server can already read (paths under its allowed roots or URLs)."""
         engines.check_request(body.qualityMode, body.engine)
+        if body.drivingVideo is not None:
+            engines.check_driving_video(body.qualityMode, body.engine)
         spec = JobSpec(
             avatar_uri=check_reference(body.avatarPath, IMAGE, policy),
             audio_uri=check_reference(body.audioPath, AUDIO, policy),
@@ -228,6 +233,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
             framing=body.framing, priority=body.priority, deadline=body.deadline.isoformat() if body.deadline else None,
             idempotency_key=body.idempotencyKey,
             delivery=delivery_from_wire(body.model_dump(include={"output", "canvas", "loudness", "hls"}), policy),
+            driving_video=check_reference(body.drivingVideo, VIDEO, policy) if body.drivingVideo else None,
         )
         return accept(request, spec)
 

@@ -106,7 +106,8 @@ class InputNotFound(InputError):
 
 
 class InputTooLarge(InputError):
-    """An input file is larger than MAX_IMAGE_BYTES / MAX_AUDIO_BYTES."""
+    """An input file is larger than MAX_IMAGE_BYTES / MAX_AUDIO_BYTES / MAX_VIDEO_BYTES, or a driving video is
+    longer than MAX_AUDIO_SECONDS."""
 
     code = "input_too_large"
     http_status = 413

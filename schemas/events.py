@@ -116,6 +116,7 @@ class RenderRequested:
     face: Any = None  # the wire form: "largest", {"index": N} or {"box": [x, y, w, h]}; None: largest
     framing: str | None = None  # None: crop
     delivery: dict | None = None  # issue 12: the request's output, canvas, loudness, hls keys (engines/delivery.py)
+    driving_video: str | None = None  # a driving video URI (high_quality head motion), fetched like the portrait
     requested_mode: str | None = None  # set by the worker from a lane record's route_requested_mode header
 
 
@@ -163,6 +164,7 @@ def parse_request(value: bytes | None) -> RenderRequested:
         face=payload.get("face"),
         framing=payload.get("framing"),
         delivery={k: payload[k] for k in DELIVERY_KEYS if k in payload} or None,
+        driving_video=payload.get("drivingVideo"),
     )
 
 

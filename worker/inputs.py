@@ -14,9 +14,9 @@ from urllib.parse import unquote, urlsplit
 
 from schemas.errors import FetchFailed, InputNotFound, InputTooLarge, UrlNotAllowed
 
-from .security import AUDIO, IMAGE, SecurityPolicy, check_content, materialise
+from .security import AUDIO, IMAGE, VIDEO, SecurityPolicy, check_content, materialise
 
-__all__ = ["AUDIO", "IMAGE", "FetchFailed", "fetch_input"]
+__all__ = ["AUDIO", "IMAGE", "VIDEO", "FetchFailed", "fetch_input"]
 
 
 def fetch_input(uri: str, kind: str, policy: SecurityPolicy, scratch: Path, s3_endpoint_url: str | None = None) -> Path:

@@ -31,7 +31,7 @@ from schemas.events import RenderRequested, now_iso, parse_request, record_job_i
 
 from . import metrics
 from .broadcast import SegmentUploader, delivery_of, store_output, with_local_background
-from .inputs import AUDIO, IMAGE, fetch_input
+from .inputs import AUDIO, IMAGE, VIDEO, fetch_input
 from .logs import current_job_id
 from .settings import WorkerSettings
 
@@ -192,6 +192,9 @@ class JobStep:
             face = fetch_input(request.avatar_uri, IMAGE, settings.inputs, scratch, settings.s3_endpoint_url)
             audio = fetch_input(request.audio_uri, AUDIO, settings.inputs, scratch, settings.s3_endpoint_url)
             delivery = with_local_background(delivery, settings, scratch)  # checked and fetched like the portrait
+            driving_video = getattr(request, "driving_video", None)  # high_quality head motion, fetched alike
+            driving = (fetch_input(driving_video, VIDEO, settings.inputs, scratch, settings.s3_endpoint_url)
+                       if driving_video else None)
             fetch_seconds = time.perf_counter() - tick
             # hls: each segment is stored and announced (a running status with `segment`) as soon as it is finished
             segments = SegmentUploader(self.storage, request.job_id,
@@ -202,6 +205,7 @@ class JobStep:
                 engine=request.engine, fps=request.fps, size=request.size, seed=request.seed,
                 face=FaceChoice.from_wire(request.face), framing=request.framing or "crop",
                 delivery=delivery, on_segment=segments if delivery.output == "hls" else None,
+                driving_path=driving,
             ))
             tick = time.perf_counter()
             stored, delivered = store_output(self.storage, request.job_id, delivery, result)

@@ -28,8 +28,10 @@ from schemas.errors import FetchFailed, InputError, InputNotFound, InputTooLarge
 from engines.settings import int_env
 
 IMAGE, AUDIO = "image", "audio"
+VIDEO = "video"  # a driving video (high_quality head motion)
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_AUDIO_BYTES = 100 * 1024 * 1024
+DEFAULT_MAX_VIDEO_BYTES = 200 * 1024 * 1024
 DEFAULT_UPLOAD_RETENTION_SECONDS = 24 * 3600
 SNIFF_BYTES = 64
 
@@ -43,6 +45,7 @@ class SecurityPolicy:
     allowed_url_hosts: frozenset[str] = field(default_factory=frozenset)
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     fetch_timeout: float = 20.0
     upload_retention_seconds: int = DEFAULT_UPLOAD_RETENTION_SECONDS  # 0: keep uploads forever
 
@@ -61,12 +64,13 @@ class SecurityPolicy:
             allowed_url_hosts=hosts,
             max_image_bytes=int_env(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES, minimum=1, unit="bytes"),
             max_audio_bytes=int_env(env, "MAX_AUDIO_BYTES", DEFAULT_MAX_AUDIO_BYTES, minimum=1, unit="bytes"),
+            max_video_bytes=int_env(env, "MAX_VIDEO_BYTES", DEFAULT_MAX_VIDEO_BYTES, minimum=1, unit="bytes"),
             upload_retention_seconds=int_env(env, "UPLOAD_RETENTION_SECONDS", DEFAULT_UPLOAD_RETENTION_SECONDS,
                                              unit="seconds"),
         )
 
     def max_bytes(self, kind: str) -> int:
-        return self.max_image_bytes if kind == IMAGE else self.max_audio_bytes
+        return {IMAGE: self.max_image_bytes, VIDEO: self.max_video_bytes}.get(kind, self.max_audio_bytes)
 
 
 # --------------------------------------------------------------------------- local files
@@ -133,7 +137,20 @@ def sniff(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-FORMAT_NAMES = {IMAGE: "a PNG, JPEG or WebP image", AUDIO: "WAV, MP3, M4A, OGG or FLAC audio"}
+def sniff_video(head: bytes) -> str | None:
+    """mp4 | mov | webm | mkv recognised from a file's first bytes, or None. An ISO base media file (ftyp) is
+    also what M4A audio is: PyAV insists on a video track when the video is opened (engines/media_video.py)."""
+    if head[4:8] == b"ftyp":
+        return "mov" if head[8:12] == b"qt  " else "mp4"
+    if head[4:8] in (b"moov", b"wide", b"mdat"):  # QuickTime files written without an ftyp atom
+        return "mov"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska, and WebM (its doctype "webm")
+        return "webm" if b"webm" in head else "mkv"
+    return None
+
+
+FORMAT_NAMES = {IMAGE: "a PNG, JPEG or WebP image", AUDIO: "WAV, MP3, M4A, OGG or FLAC audio",
+                VIDEO: "an MP4, MOV, WebM or MKV video"}
 
 
 def check_content(path: Path, kind: str, policy: SecurityPolicy, label: str | None = None) -> str:
@@ -146,7 +163,9 @@ def check_content(path: Path, kind: str, policy: SecurityPolicy, label: str | No
     if size == 0:
         raise UnsupportedFormat(f"The {kind} {label} is an empty file.")
     with open(path, "rb") as handle:
-        found = sniff(handle.read(SNIFF_BYTES))
+        head = handle.read(SNIFF_BYTES)
+    video = sniff_video(head) if kind == VIDEO else None
+    found = (VIDEO, video) if video else sniff(head)
     if found is None or found[0] != kind:
         raise UnsupportedFormat(f"The {kind} {label} is not {FORMAT_NAMES[kind]} (recognised by content).")
     return found[1]
