@@ -96,6 +96,7 @@ def test_mapping_windows_at_25_fps_are_upstreams_27_frame_windows():
         assert np.allclose(windows[frame], track[index].T)
     halfway = coeffs.mapping_windows(track, 2, 12.5)[1]  # 12.5 fps: frame 1 sits on 25 fps frame 2
     assert np.allclose(halfway, windows[2])
+    assert np.array_equal(coeffs.mapping_windows(track, 3, 25.0, start=37), windows[37:40])  # a batch at a time
 
 
 def test_blinks_are_seeded_and_absent_from_short_clips():

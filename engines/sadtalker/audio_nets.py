@@ -189,7 +189,9 @@ class Audio2Pose(nn.Module):
         """mel (T, 1, 80, 16) of frames 1..T (frame 0 is the source), ref_pose (6,), noise (chunks, 64) ->
         (T, 6) head motion relative to the source, decoded 32 frames at a time (the last chunk right-aligned)."""
         frames = mel.shape[0]
-        audio = self.audio_encoder(mel) if frames else mel.new_zeros(0, 512)
+        # encoded 256 frames at a time: a 10-minute clip at once would need gigabytes of activations
+        audio = torch.cat([self.audio_encoder(mel[i : i + 256]) for i in range(0, frames, 256)]) if frames \
+            else mel.new_zeros(0, 512)
         pieces, starts = [], list(range(0, frames - frames % SEQ_LEN, SEQ_LEN))
         decode = self.netG.decoder
         style_t = torch.tensor([style], device=mel.device)

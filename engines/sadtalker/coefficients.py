@@ -79,10 +79,11 @@ def coefficient_track(models, source: np.ndarray, mel: np.ndarray, frames: int, 
     return np.concatenate([expression, pose], axis=1).astype(np.float32)
 
 
-def mapping_windows(track: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """(n_frames, 70, 27): for video frame i (at i / fps s), the track at 25 fps frames t - 13 .. t + 13 around
-    its time t, linearly interpolated and clamped to the track."""
-    centre = np.arange(n_frames) * (COEFF_FPS / fps)
+def mapping_windows(track: np.ndarray, n_frames: int, fps: float, start: int = 0) -> np.ndarray:
+    """(n_frames, 70, 27) for video frames start .. start + n_frames - 1: frame i (at i / fps s) gets the track at
+    25 fps frames t - 13 .. t + 13 around its time t, linearly interpolated and clamped to the track. Asked for a
+    batch at a time, so a long clip never holds every window."""
+    centre = np.arange(start, start + n_frames) * (COEFF_FPS / fps)
     at = np.clip(centre[:, None] + np.arange(-SEMANTIC_RADIUS, SEMANTIC_RADIUS + 1)[None, :], 0, len(track) - 1)
     low = np.floor(at).astype(np.int64)
     high = np.minimum(low + 1, len(track) - 1)

@@ -110,7 +110,6 @@ class SadTalkerEngine(Engine):
         mel = melspectrogram(job.audio.analysis_samples())
         track = coefficient_track(models, source, mel, coefficient_frames(job.audio.duration),
                                   self.settings.sadtalker_pose_style, self.settings.sadtalker_still, job.seed, device)
-        windows = mapping_windows(track, job.frame_count, float(job.fps))
         paste = PasteBack(square, job.portrait.shape[:2])
         image = crop_square(job.portrait, square, size)
         autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.hardware.cuda)
@@ -120,7 +119,8 @@ class SadTalkerEngine(Engine):
             kp_source = transform_keypoints(canonical, models.mapping(torch.from_numpy(source_window(source)).to(device)))
             features = models.generator.source_features(src)
         for start in range(0, job.frame_count, self.batch_size):
-            chunk = torch.from_numpy(windows[start : start + self.batch_size]).to(device)
+            count = min(self.batch_size, job.frame_count - start)
+            chunk = torch.from_numpy(mapping_windows(track, count, float(job.fps), start)).to(device)
             b = chunk.shape[0]
             with torch.inference_mode(), autocast:
                 kp_driving = transform_keypoints(canonical.expand(b, -1, -1), models.mapping(chunk))
