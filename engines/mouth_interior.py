@@ -99,7 +99,7 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     if valid.size == 0:
         return
     c0, c1 = valid[0], valid[-1] + 1
-    top, bottom = top[c0:c1], bottom[c0:c1]
+    top, bottom = top[c0:c1].astype(np.float32), bottom[c0:c1].astype(np.float32)
     row_lo = int(max(0, np.floor(np.nanmin(top)) - rows[0] - 1))
     row_hi = int(min(len(rows), np.ceil(np.nanmax(bottom)) - rows[0] + 2))
     if row_hi <= row_lo:
@@ -107,7 +107,8 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     mw = mouth_width
     y = rows[row_lo:row_hi, None].astype(np.float32)
     gap = np.maximum(bottom - top, 0.0)
-    across = (columns[c0:c1] - center_x) / (0.5 * mw)  # -1 .. 1 corner to corner
+    across = ((columns[c0:c1] - center_x) / (0.5 * mw)).astype(np.float32)  # -1 .. 1 corner to corner
+    widest = float(gap.max())
     from_top, from_bottom = y - top, bottom - y
     # Coverage of each pixel by the opening (soft one-pixel edge), fading out at the corners.
     corners = smoothstep(1.0, 1.0 - CORNER_FADE, np.abs(across))
@@ -121,6 +122,23 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     centre = np.clip(1 - across**2, 0, 1)
 
     # Tongue: a low mound in an open mouth; the tip raised behind the upper teeth for L / TH.
+    if widest > 0.1 * mw or pose.tongue_tip > 0.01:
+        colour = _tongue(colour, y, top, bottom, gap, across, mw, palette, pose)
+    if pose.lower_teeth > 0 and widest > 0.14 * mw:
+        colour = _lower_teeth(colour, y, bottom, gap, across, centre, mw, palette, pose)
+    if pose.upper_teeth > 0:
+        colour = _upper_teeth(colour, y, top, gap, across, centre, mw, palette, pose)
+
+    target = region[row_lo:row_hi, c0:c1].astype(np.float32)
+    alpha = coverage[..., None]
+    region[row_lo:row_hi, c0:c1] = np.clip(target + (colour - target) * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def _over(colour: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    return colour + (layer - colour) * alpha[..., None]
+
+
+def _tongue(colour, y, top, bottom, gap, across, mw, palette, pose):
     mound_height = np.minimum(0.45 * gap, 0.16 * mw) * np.sqrt(np.clip(1 - (across / 0.6) ** 2, 0, 1))
     mound_top = bottom - mound_height
     mound = (np.clip((y - mound_top) / np.maximum(0.25 * mound_height, 1.0), 0, 1)
@@ -133,17 +151,21 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     tongue_alpha = np.maximum(mound, tip * np.clip(gap / (0.04 * mw), 0, 1))
     # Lit from the front: brightest at its top, darker down into the lower lip's shadow.
     tongue_shade = 0.95 - 0.3 * np.clip((y - mound_top) / np.maximum(mound_height, 1.0), 0, 1)
-    tongue_colour = palette.tongue * tongue_shade[..., None]
-    colour = colour * (1 - tongue_alpha[..., None]) + tongue_colour * tongue_alpha[..., None]
+    return _over(colour, palette.tongue * tongue_shade[..., None], tongue_alpha)
 
+
+def _lower_teeth(colour, y, bottom, gap, across, centre, mw, palette, pose):
+    from_bottom = bottom - y
     # Lower teeth: a thin row above the lower lip, in the upper lip's shadow, once the mouth is well open.
     lower_len = np.minimum(0.05 * mw, 0.16 * gap) * np.sqrt(np.clip(1 - (across / LOWER_TEETH_HALF_WIDTH * 0.5) ** 2, 0, 1))
-    lower_alpha = (pose.lower_teeth * np.clip(lower_len - from_bottom + 0.5, 0, 1) * np.clip((gap - 0.14 * mw) / (0.08 * mw), 0, 1)
+    lower_alpha = (np.clip(lower_len - from_bottom + 0.5, 0, 1) * np.clip((gap - 0.14 * mw) / (0.08 * mw), 0, 1)
                    * smoothstep(LOWER_TEETH_HALF_WIDTH * 2, LOWER_TEETH_HALF_WIDTH * 2 - 0.15, np.abs(across)))
     lower_shade = (0.62 + 0.2 * centre)[None, :] * (0.8 + 0.2 * np.clip(from_bottom / np.maximum(lower_len, 1), 0, 1))
-    lower_colour = palette.teeth * (lower_shade * _tooth_gaps(across * 1.25, mw)[None, :])[..., None]
-    colour = colour * (1 - lower_alpha[..., None]) + lower_colour * lower_alpha[..., None]
+    return _over(colour, palette.teeth * (lower_shade * _tooth_gaps(across * 1.25, mw)[None, :])[..., None], lower_alpha)
 
+
+def _upper_teeth(colour, y, top, gap, across, centre, mw, palette, pose):
+    from_top = y - top
     # Upper teeth hang from the top edge; F / V lets them reach the lower lip.
     teeth_len = np.minimum(0.12 * mw, 0.55 * gap) * (1 - pose.labiodental) + (gap + 1) * pose.labiodental
     reach = np.clip(1 - (across / (2 * UPPER_TEETH_HALF_WIDTH)) ** 2, 0, 1)
@@ -153,19 +175,14 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     # Lighting: brightest at the front centre, shaded towards the corners and under the lip.
     teeth_shade = (0.7 + 0.3 * centre)[None, :] * (0.82 + 0.18 * np.clip(from_top / (0.35 * np.maximum(teeth_len, 1)), 0, 1))
     teeth_shade = teeth_shade * _tooth_gaps(across, mw)[None, :]
-    upper_colour = palette.teeth * teeth_shade[..., None]
-    colour = colour * (1 - upper_alpha[..., None]) + upper_colour * upper_alpha[..., None]
-
-    target = region[row_lo:row_hi, c0:c1].astype(np.float32)
-    alpha = coverage[..., None]
-    region[row_lo:row_hi, c0:c1] = np.clip(target * (1 - alpha) + colour * alpha + 0.5, 0, 255).astype(np.uint8)
+    return _over(colour, palette.teeth * teeth_shade[..., None], upper_alpha)
 
 
 def _tooth_gaps(across: np.ndarray, mouth_width: float) -> np.ndarray:
     """Faint darker lines between incisors, laterals and canines (multiplier per column)."""
     half = np.abs(across) * 0.5  # distance from the centre as a fraction of the mouth width
     edges = np.cumsum((0.0,) + INCISOR_WIDTHS)
-    darkening = np.zeros_like(half)
+    darkening = np.zeros_like(half, dtype=np.float32)
     line = max(0.006, 0.9 / max(mouth_width, 1.0))  # about a pixel wide
     for edge in edges:
         darkening = np.maximum(darkening, np.exp(-(((half - edge) / line) ** 2)))
