@@ -200,8 +200,9 @@ def test_verify_with_nothing_present_fails_and_says_how_to_get_them(model_env, c
 
 def test_verify_with_some_present_names_what_is_missing(model_env, capsys):
     (model_env / "gfpgan").mkdir(parents=True)
-    (model_env / "gfpgan" / "GFPGANv1.4.pth").write_bytes(BLOB)  # the catalog knows no size or hash for it
+    # The catalog knows no size or hash for it, so the file is judged by loading it: these bytes are no checkpoint.
+    (model_env / "gfpgan" / "GFPGANv1.4.pth").write_bytes(BLOB)
     code, out, _ = run_cli(capsys, "models", "verify")
-    assert code == 0
-    assert "OK       gfpgan/GFPGANv1.4.pth" in out
+    assert code == 1
+    assert "BAD      gfpgan/GFPGANv1.4.pth" in out and "cannot read the GFPGAN checkpoint" in out
     assert f"{len(CATALOG) - 1} missing; `avatar-renderer models download` gets them" in out
