@@ -119,7 +119,7 @@ def test_cli_downloads_from_a_mirror_then_verifies_strictly(model_env, monkeypat
     code, out, _ = run_cli(capsys, "models", "verify", "--engine", "wav2lip")
     assert code == 1  # the made-up wav2lip.pth is not a checkpoint
     assert "OK       wav2lip/wav2lip_gan.pth" in out
-    assert "BAD      wav2lip/wav2lip.pth" in out and "cannot read the checkpoint" in out
+    assert "BAD      wav2lip/wav2lip.pth" in out and "cannot read the Wav2Lip checkpoint" in out
 
     (model_env / "wav2lip" / "wav2lip.pth").write_bytes(buffer.getvalue())  # replaced behind our back
     code, out, _ = run_cli(capsys, "models", "verify", "--engine", "wav2lip")

@@ -133,7 +133,7 @@ def test_a_sync_expert_or_other_model_is_refused_with_counts(tmp_path):
 def test_unreadable_and_absent_files_are_reported(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a torch file")
-    with pytest.raises(CheckpointError, match="cannot read the checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot read the Wav2Lip checkpoint"):
         load_wav2lip(junk)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_wav2lip(tmp_path / "absent.pth")

@@ -12,22 +12,14 @@ from pathlib import Path
 
 from schemas.errors import CheckpointError
 
-from ..wav2lip.checkpoint import mismatch_report
+from ..checkpoint_files import mismatch_report, read_torch_file
 
 
 def read_state_dict(path: str | Path) -> dict:
     """The flat state dict stored in ``path``; CheckpointError when it is missing, unreadable or not flat."""
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"the Diff2Lip checkpoint {path} does not exist")
-    try:
-        # weights_only: the file holds tensors only, so nothing in it is executed
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not its format
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read the Diff2Lip checkpoint {path} as a torch file: {first_line}") from exc
+    state = read_torch_file(path, "Diff2Lip")
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path} is not a Diff2Lip checkpoint: expected a flat dict of tensors")
     not_tensors = sorted(str(key) for key, value in state.items() if not isinstance(value, torch.Tensor))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from schemas.errors import CheckpointError
 
-from ..wav2lip.checkpoint import mismatch_report
+from ..checkpoint_files import mismatch_report, read_torch_file
 from . import MODEL_SIZE
 
 PARTS = ("generator", "kp_detector")
@@ -33,17 +33,7 @@ def discriminator_layout() -> dict[str, tuple[int, ...]]:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"the FOMM checkpoint {path} does not exist")
-    try:
-        # weights_only: the file holds tensors, numbers and optimizer state only, so nothing is executed.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not its format
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read the FOMM checkpoint {path} as a torch file: {first_line}") from exc
+    return read_torch_file(path, "FOMM")
 
 
 def _part(checkpoint, name: str, path: Path) -> dict:

@@ -12,24 +12,14 @@ from pathlib import Path
 
 from schemas.errors import CheckpointError
 
-from ..wav2lip.checkpoint import mismatch_report
+from ..checkpoint_files import mismatch_report, read_torch_file
 
 STATE_KEYS = ("params_ema", "params")  # in upstream's order of preference
 
 
 def read_state(path: str | Path) -> dict:
     """The state dict inside a GFPGAN checkpoint file; CheckpointError when it is not one."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"the GFPGAN checkpoint {path} does not exist")
-    try:
-        # weights_only: the official files hold tensors only, so nothing in them is executed.
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not its format
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read the GFPGAN checkpoint {path} as a torch file: {first_line}") from exc
+    saved = read_torch_file(path, "GFPGAN")
     for key in STATE_KEYS:
         if isinstance(saved, dict) and isinstance(saved.get(key), dict):
             return saved[key]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from schemas.errors import CheckpointError
 
-from ..wav2lip.checkpoint import mismatch_report
+from ..checkpoint_files import mismatch_report, read_torch_file
 from . import MAPPING_CROP, SAFETENSORS_256
 
 PARTS = ("kp_extractor", "generator", "audio2exp", "audio2pose", "face_3drecon")
@@ -100,18 +100,10 @@ def load_safetensors(path: str | Path) -> dict:
 
 def load_mapping(path: str | Path):
     """The MappingNet of mapping_00229 (70 coefficients) or mapping_00109 (73), loaded strictly."""
-    import torch
-
     from .renderer import MappingNet
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"the SadTalker mapping checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not its format
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read {path} as a torch file: {first}") from exc
+    obj = read_torch_file(path, "SadTalker mapping")
     if not isinstance(obj, dict) or not isinstance(obj.get("mapping"), dict):
         raise CheckpointError(f"{path} is not a SadTalker mapping checkpoint: no 'mapping' state dict at the top level")
     if "epoch" not in obj:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from schemas.errors import CheckpointError
 
-LISTED = 8  # keys named per category in an error message
-
+from ..checkpoint_files import mismatch_report, read_torch_file
 
 def unwrap_state_dict(obj) -> dict:
     """The bare state dict from a checkpoint object: ``{"state_dict": sd}`` or ``sd``, ``module.`` stripped."""
@@ -24,43 +23,8 @@ def unwrap_state_dict(obj) -> dict:
     return {(key[len("module."):] if key.startswith("module.") else key): value for key, value in obj.items()}
 
 
-def _listed(keys: list[str]) -> str:
-    shown = ", ".join(keys[:LISTED])
-    return shown + (f" … and {len(keys) - LISTED} more" if len(keys) > LISTED else "")
-
-
-def mismatch_report(model, state: dict) -> str:
-    """Empty when ``state`` fits ``model`` exactly; otherwise one sentence per kind of problem."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{key} {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
-        for key in set(expected) & set(state)
-        if tuple(getattr(state[key], "shape", ())) != tuple(expected[key].shape)
-    )
-    parts = []
-    if missing:
-        parts.append(f"missing keys ({len(missing)}): {_listed(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys ({len(unexpected)}): {_listed(unexpected)}")
-    if misshaped:
-        parts.append(f"wrong shapes ({len(misshaped)}): {_listed(misshaped)}")
-    return "; ".join(parts)
-
-
 def read_checkpoint(path: str | Path) -> dict:
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"the Wav2Lip checkpoint {path} does not exist")
-    try:
-        # weights_only: upstream files hold tensors, ints and optimizer state only, so nothing is executed.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not its format
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read the checkpoint {path} as a torch file: {first_line}") from exc
+    return read_torch_file(path, "Wav2Lip")
 
 
 def load_wav2lip(path: str | Path):
