@@ -10,7 +10,6 @@ report says so: a CPU is not what this mode is for. Random weights cost exactly 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -30,6 +29,8 @@ from engines.pipeline import RenderRequest, render
 from engines.registry import EngineRegistry
 from engines.settings import ModelSettings
 from engines.stages import still_pairs
+
+from .bench_report import write_report
 
 
 @dataclass(frozen=True)
@@ -142,13 +143,7 @@ def run_hq_bench(args) -> int:
             engines.close()
         report["end_to_end"] = {f"{plan.end_to_end_seconds:g}s_{size}": end_to_end(
             settings, size, plan.end_to_end_seconds, workdir) for size in plan.sizes}
-    text = json.dumps(report, indent=2)
-    out = Path(getattr(args, "out", None) or "out/bench_hq.json")
-    if out == Path("out/bench.json"):  # bench's default belongs to the built-in engine's figures
-        out = Path("out/bench_hq.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    print(text)
+    write_report(report, getattr(args, "out", None), "bench_hq.json")
     return 0
 
 

@@ -13,7 +13,6 @@ report says so. TensorRT is not used for the face renderer in this build (see RE
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -32,6 +31,7 @@ from engines.pipeline import RenderRequest, render
 from engines.registry import EngineRegistry
 from engines.settings import ModelSettings
 
+from .bench_report import write_report
 from .bench_wav2lip import random_checkpoint
 
 
@@ -154,11 +154,5 @@ def run_sadtalker_bench(args) -> int:
         finally:
             engines.close()
         report["end_to_end"] = end_to_end(settings, 512 if cuda else 256, seconds, workdir)
-    text = json.dumps(report, indent=2)
-    out = Path(getattr(args, "out", None) or "out/bench_sadtalker.json")
-    if out == Path("out/bench.json"):  # bench's default belongs to the built-in engine's figures
-        out = Path("out/bench_sadtalker.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    print(text)
+    write_report(report, getattr(args, "out", None), "bench_sadtalker.json")
     return 0

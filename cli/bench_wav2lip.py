@@ -10,7 +10,6 @@ Random weights cost exactly what the real ones do: same layers, same shapes.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -24,6 +23,8 @@ from engines.pipeline import RenderRequest, render
 from engines.registry import EngineRegistry
 from engines.settings import WAV2LIP_BASES, ModelSettings
 from engines.wav2lip import WAV2LIP_IO
+
+from .bench_report import write_report
 
 BATCHES = (1, 32, 128)
 
@@ -101,11 +102,5 @@ def run_wav2lip_bench(args) -> int:
             report["model_frames_per_second"]["tensorrt-fp16"] = (
                 model_speed(TensorRTRunner(engine, WAV2LIP_IO)) if engine else "no engine built (run avatar-renderer trt-build)")
         report[f"end_to_end_{seconds:g}s_512"] = end_to_end(settings, checkpoint, seconds, 512, workdir)
-    text = json.dumps(report, indent=2)
-    out = Path(getattr(args, "out", None) or "out/bench_wav2lip.json")
-    if out == Path("out/bench.json"):  # bench's default belongs to the built-in engine's figures
-        out = Path("out/bench_wav2lip.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    print(text)
+    write_report(report, getattr(args, "out", None), "bench_wav2lip.json")
     return 0
