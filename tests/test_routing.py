@@ -277,12 +277,14 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
         assert (event["workerId"], event["mode"], event["requestedMode"]) == ("cpu-1", "real_time", "auto")
 
         # Urgent overtakes queued bulk: six 3 s bulk jobs queue on the one-slot CPU worker, then one urgent job.
+        # The bulk jobs render at 384 px (about a second each on a quiet 2-core machine): at 128 px a quick
+        # machine rendered them as fast as they arrived and four were never queued at once.
         from engines.media_audio import load_audio, write_wav
 
         three = clips / "three.wav"
         if not three.exists():
             write_wav(three, load_audio(clips / "long.wav").trimmed(3.0).samples)
-        bulk = [build_request(face, str(three), "real_time", size=128, priority=0) for _ in range(6)]
+        bulk = [build_request(face, str(three), "real_time", size=384, priority=0) for _ in range(6)]
         urgent = build_request(face, short, "real_time", size=128, priority=9)
         from worker.kafka import request_producer
 
