@@ -11,31 +11,22 @@ import av
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from engines.hls import playlist_entries
 from gateway.rest import create_app
 from gateway.settings import GatewaySettings
 from tests.gateway_fixtures import in_process_backend, wait_for, write_inputs
 from tests.http_server import serve
+from tests.s3_server import moto_s3
 from worker.security import SecurityPolicy
 
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-       "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in AWS.items():
-            patch.setenv(name, value)
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="renders")
+    """moto's S3 server on a loopback port with a bucket `renders`, and credentials for boto3 (tests/s3_server.py)."""
+    with moto_s3("renders") as endpoint:
         yield endpoint
-    server.stop()
 
 
 def test_hls_on_s3_is_served_through_the_gateway(tmp_path: Path, s3_endpoint: str) -> None:

@@ -15,7 +15,6 @@ import av
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from gateway.kafka_backend import KafkaBackend
 from gateway.rest import create_app
@@ -25,11 +24,10 @@ from tests.conftest import worker_env
 from tests.gateway_fixtures import in_process_backend, wait_for, write_inputs
 from tests.http_server import serve
 from tests.mcp_client import render_and_wait
+from tests.s3_server import AWS, moto_s3
 from worker.security import SecurityPolicy
 
 KEY = "dl-key"
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-       "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
 
 
 @pytest.fixture(scope="module")
@@ -172,17 +170,9 @@ def test_download_expiry_setting() -> None:
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    """moto's S3 server on a loopback port, a bucket in it, and credentials for boto3 (read from the process env)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in AWS.items():
-            patch.setenv(name, value)
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="renders")
+    """moto's S3 server on a loopback port with a bucket `renders`, and credentials for boto3 (tests/s3_server.py)."""
+    with moto_s3("renders") as endpoint:
         yield endpoint
-    server.stop()
 
 
 def assert_presigned(url: str, expiry: int) -> None:
