@@ -4,8 +4,8 @@ The three stages (engines/stages.py) stream (frame, landmarks) pairs into each o
 long job never holds all its frames and all three models stay resident once loaded. The chain needs a CUDA GPU
 unless HQ_ALLOW_CPU is set (minutes per second of video on a CPU: for trials and the tests).
 
-A CUDA out-of-memory error halves every stage's batch for the rest of the process and is raised as the typed,
-retryable `out_of_memory` error, so the worker's next attempt runs with smaller batches.
+An out-of-memory error (CUDA's, or the host's) halves every stage's batch for the rest of the process and is
+raised as the typed, retryable `out_of_memory` error, so the worker's next attempt runs with smaller batches.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from schemas.errors import OutOfMemory
+from schemas.errors import OutOfMemory, from_exception
 
 from .base import Availability, Engine, EngineJob, Holding
 from .hardware import Hardware
@@ -79,25 +79,21 @@ class HighQualityEngine(Engine):
             for frame, _landmarks in restored:
                 yield frame
         except Exception as error:
-            if _is_cuda_oom(error):
-                self._halve_batches()
-                raise OutOfMemory(
-                    f"the GPU ran out of memory in high_quality at batch {self.motion.batch_size * 2}; "
-                    f"the next try uses batch {self.motion.batch_size} (HQ_BATCH sets it)") from error
-            raise
+            mapped = from_exception(error)  # the error tree knows torch's CUDA OOM (and MemoryError) by name
+            if not isinstance(mapped, OutOfMemory):
+                raise
+            tried = self.motion.batch_size
+            self._halve_batches()
+            raise OutOfMemory(f"{mapped.message} in high_quality at batch {tried}; the next try uses batch "
+                              f"{self.motion.batch_size} (HQ_BATCH sets it)") from error
 
     def _halve_batches(self) -> None:
         for stage in self.stages():
             if stage.batch_size > 1:
                 stage.halvings += 1
-        log.warning("CUDA out of memory in high_quality: batches halved to %d", self.motion.batch_size)
+        log.warning("out of memory in high_quality: batches halved to %d", self.motion.batch_size)
         if importlib.util.find_spec("torch") is not None:
             import torch
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-
-
-def _is_cuda_oom(error: BaseException) -> bool:
-    """torch.cuda.OutOfMemoryError, without importing torch where it is not installed."""
-    return type(error).__name__ == "OutOfMemoryError" and type(error).__module__.startswith("torch")

@@ -101,3 +101,38 @@ def test_the_engine_describes_its_three_stages(model_root):
     described = engine.describe()
     assert described["available"] and [s["name"] for s in described["stages"]] == ["fomm", "diff2lip", "gfpgan"]
     assert np.all([not s["loaded"] for s in described["stages"]])
+
+
+def test_cuda_out_of_memory_halves_every_stage_batch_and_is_a_retryable_error(model_root, monkeypatch):
+    from engines.base import Holding
+    from engines.hardware import Hardware
+    from engines.registry import EngineRegistry
+    from engines.settings import ModelSettings
+    from schemas.errors import OutOfMemory
+    from tests.wav2lip_fixtures import portrait_job
+
+    settings = ModelSettings(model_root=model_root, hq_allow_cpu=True, hq_batch=8)
+    engine = EngineRegistry(settings, Hardware(cuda=False)).engines["fomm-diff2lip-gfpgan"]
+    monkeypatch.setattr(engine, "load", lambda: Holding())  # the OOM path only; no weights needed
+
+    def out_of_memory(job, pairs, **_):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator, as the stage's transform is
+
+    monkeypatch.setattr(engine.lips, "transform", out_of_memory)
+    with pytest.raises(OutOfMemory) as error:
+        list(engine.render(portrait_job(size=64, seconds=0.1)))
+    assert error.value.retryable and "batch 8" in error.value.message and "batch 4" in error.value.message
+    assert [stage.batch_size for stage in engine.stages()] == [4, 4, 4]
+    with pytest.raises(OutOfMemory):  # again: halved again, never below one
+        list(engine.render(portrait_job(size=64, seconds=0.1)))
+    assert [stage.batch_size for stage in engine.stages()] == [2, 2, 2]
+
+    def other_failure(job, pairs, **_):
+        raise ValueError("not memory")
+        yield
+
+    monkeypatch.setattr(engine.lips, "transform", other_failure)
+    with pytest.raises(ValueError):  # other errors pass through untouched, batches kept
+        list(engine.render(portrait_job(size=64, seconds=0.1)))
+    assert [stage.batch_size for stage in engine.stages()] == [2, 2, 2]
