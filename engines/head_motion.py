@@ -46,20 +46,20 @@ class HeadRig:
         return cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def drift(n_frames: int, fps: float, sigma_seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """A slow random drift with unit spread in the long run: white noise smoothed over ``sigma_seconds``.
+    Scaled by the spread such noise has in the long run (1 / sqrt(2 sqrt(pi) sigma)), not by this clip's own
+    spread: that made a clip of a few frames sway and tilt as much as a minute does."""
+    pad = round(2 * fps)  # two seconds of frames each side (fps may be 29.97...)
+    sigma = sigma_seconds * fps
+    smooth = gaussian_filter1d(rng.standard_normal(n_frames + 2 * pad), sigma)[pad : pad + n_frames]
+    return smooth * np.sqrt(2 * np.sqrt(np.pi) * sigma)
+
+
 def motion_track(n_frames: int, fps: float, envelope: np.ndarray, face_height: float, rng: np.random.Generator):
     """Per-frame (angle, shift_x, shift_y): slow random sway and tilt, plus small nods with speech emphasis."""
-
-    def drift(sigma_seconds: float) -> np.ndarray:
-        pad = round(2 * fps)  # two seconds of frames each side (fps may be 29.97...)
-        noise = rng.standard_normal(n_frames + 2 * pad)
-        sigma = sigma_seconds * fps
-        smooth = gaussian_filter1d(noise, sigma)[pad : pad + n_frames]
-        # Scaled by the spread smoothed white noise has in the long run (1 / sqrt(2 sqrt(pi) sigma)), not by this
-        # clip's own spread: that made a clip of a few frames sway and tilt as much as a minute does.
-        return smooth * np.sqrt(2 * np.sqrt(np.pi) * sigma)
-
-    angle = np.radians(1.2) * drift(0.9)
-    shift_x = 0.012 * face_height * drift(1.1)
+    angle = np.radians(1.2) * drift(n_frames, fps, 0.9, rng)
+    shift_x = 0.012 * face_height * drift(n_frames, fps, 1.1, rng)
     emphasis = gaussian_filter1d(envelope.astype(np.float64), 0.12 * fps)
-    shift_y = 0.008 * face_height * drift(1.4) + 0.015 * face_height * emphasis
+    shift_y = 0.008 * face_height * drift(n_frames, fps, 1.4, rng) + 0.015 * face_height * emphasis
     return angle.astype(np.float32), shift_x.astype(np.float32), shift_y.astype(np.float32)

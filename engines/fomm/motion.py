@@ -17,18 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter1d
 from scipy.spatial import ConvexHull
 
 from ..base import EngineJob
 from ..fields import smoothstep
-from ..head_motion import HeadRig, motion_track
+from ..head_motion import HeadRig, drift, motion_track
 from ..mouth_track import mouth_track
 from .model import Keypoints
 
 SCALE_AMPLITUDE = 0.012  # relative head-size change (standard deviation): leaning in and out a little
 SCALE_SIGMA_SECONDS = 1.6
-MIN_TRACK_SECONDS = 30.0  # shortest motion track drawn (see speech_head_motion)
 
 
 @dataclass(frozen=True)
@@ -50,21 +48,13 @@ class HeadMotion:
 def speech_head_motion(job: EngineJob) -> HeadMotion:
     """The job's head motion: seeded by job.seed, nods following the speech's loudness."""
     n_frames, fps = job.frame_count, float(job.fps)
-    # The track normalises its random drifts by their spread over the frames it draws; over a clip of a few
-    # frames that spread is tiny and the motion would be blown up (2 frames: a 20% shift). So at least
-    # MIN_TRACK_SECONDS are drawn (silence after the speech) and the clip's frames are the start of it.
-    track_frames = max(n_frames, round(MIN_TRACK_SECONDS * fps))
     rng = np.random.default_rng(job.seed)
-    envelope = np.zeros(track_frames, np.float32)
-    envelope[:n_frames] = mouth_track(job.audio.analysis_pcm(), fps, n_frames, use_phones=False).envelope
+    envelope = mouth_track(job.audio.analysis_pcm(), fps, n_frames, use_phones=False).envelope
     rig = HeadRig(job.landmarks, job.size)
-    angle, shift_x, shift_y = motion_track(track_frames, fps, envelope, rig.scale, rng)
-    pad = round(2 * fps)
-    drift = gaussian_filter1d(rng.standard_normal(track_frames + 2 * pad), SCALE_SIGMA_SECONDS * fps)[pad:-pad]
-    scale = 1.0 + SCALE_AMPLITUDE * drift / (np.std(drift) + 1e-9)
-    clip = slice(0, n_frames)
-    return HeadMotion(angle[clip].astype(np.float32), np.stack([shift_x, shift_y], axis=1)[clip].astype(np.float32),
-                      scale[clip].astype(np.float32), rig.pivot.astype(np.float32), rig.center.astype(np.float32),
+    angle, shift_x, shift_y = motion_track(n_frames, fps, envelope, rig.scale, rng)
+    scale = 1.0 + SCALE_AMPLITUDE * drift(n_frames, fps, SCALE_SIGMA_SECONDS, rng)
+    return HeadMotion(angle.astype(np.float32), np.stack([shift_x, shift_y], axis=1).astype(np.float32),
+                      scale.astype(np.float32), rig.pivot.astype(np.float32), rig.center.astype(np.float32),
                       rig.radii.astype(np.float32))
 
 
