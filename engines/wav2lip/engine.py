@@ -13,10 +13,11 @@ from ..base import Availability, Engine, EngineJob, Holding
 from ..files import remembered_sha256
 from ..hardware import Hardware
 from ..settings import ModelSettings
+from ..stages import still_pairs
 from . import WAV2LIP_IO
 from .crops import model_inputs, mouth_mask, paste_mouth
 from .mel import frame_windows, melspectrogram
-from .sources import Pair, landmark_warp_frames, still_frames, with_boxes
+from .sources import Pair, landmark_warp_frames, with_boxes
 
 CPU_BATCH, GPU_BATCH = 16, 128
 
@@ -70,7 +71,7 @@ class Wav2LipEngine(Engine):
         windows = frame_windows(melspectrogram(job.audio.analysis_samples()), float(job.fps), n_frames)
         if base_frames is None:
             use_warp = self.settings.wav2lip_base == "landmark-warp" and self.base_engine is not None
-            base_frames = landmark_warp_frames(self.base_engine, job) if use_warp else still_frames(job)
+            base_frames = landmark_warp_frames(self.base_engine, job) if use_warp else still_pairs(job)
         stream = with_boxes(itertools.islice(base_frames, n_frames), (job.size, job.size))
         done = 0
         while chunk := list(itertools.islice(stream, self.batch_size)):

@@ -1,6 +1,6 @@
 """Base frames the lip-sync is painted over, each with its Face Mesh landmarks.
 
-- still: the framed portrait, repeated.
+- still: the framed portrait, repeated (engines/stages.still_pairs).
 - landmark-warp: the built-in engine's frames (blinks, slight head motion); landmarks are re-measured every
   few frames and interpolated in between, since the head moves.
 """
@@ -13,14 +13,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from ..base import Engine, EngineJob
+from ..stages import Pair
 from .crops import face_box, int_box
 
-Pair = tuple[np.ndarray, np.ndarray]  # (RGB frame, (478, 2) landmarks)
-
-
-def still_frames(job: EngineJob) -> Iterator[Pair]:
-    while True:
-        yield job.portrait, job.landmarks
 
 
 def tracked(frames: Iterable[np.ndarray], detect: Callable[[np.ndarray], np.ndarray | None],
