@@ -16,8 +16,9 @@ from . import face
 from .base import Engine, EngineJob, Holding
 from .eye_blink import blink_track, eye_rigs
 from .head_motion import HeadRig, motion_track
-from .mouth_track import mouth_track
+from .mouth_track import StreamedMouthTrack
 from .mouth_warp import MouthRig
+from .phone_process import shared_phone_process
 
 BLINK_EPSILON = 0.02
 
@@ -36,19 +37,21 @@ class LandmarkWarpEngine(Engine):
         return Holding(device="cpu", precision="none", backend="numpy+opencv")
 
     def warm_up(self) -> None:
-        """Build the phone decoder and a Face Mesh graph now, so the first job does not pay for them."""
+        """Start the phone recognition process and build a Face Mesh graph now, so the first job does not pay
+        for them."""
         from .face import shared_analyzer
-        from .phonemes import recognise_phones
 
         self.load()
         shared_analyzer()
-        recognise_phones(np.zeros(16000, dtype=np.float32))
+        shared_phone_process().start()
 
     def render(self, job: EngineJob) -> Iterator[np.ndarray]:
         n_frames = job.frame_count
         fps = float(job.fps)  # frame times i / fps as float arrays; exact timing is the encoder's
         rng = np.random.default_rng(job.seed)
-        track = mouth_track(job.audio.analysis_pcm(), fps, n_frames)  # int16: half the memory of float32
+        # Phones are recognised in the phone process, an utterance at a time, while frames render: frame i waits
+        # only for the utterances its mouth depends on (track.wait_for). int16 PCM: half the memory of float32.
+        track = StreamedMouthTrack(job.audio.analysis_pcm(), fps, n_frames, recogniser=shared_phone_process())
         landmarks = job.landmarks
         mouth = MouthRig(landmarks, job.size, job.portrait)
         eyes = eye_rigs(landmarks, job.size)
@@ -60,6 +63,7 @@ class LandmarkWarpEngine(Engine):
         portrait = job.portrait
         expression = portrait.copy()  # portrait with this frame's mouth and eyes; background never changes
         for i in range(n_frames):
+            track.wait_for(i)
             expression[mouth.y0 : mouth.y1, mouth.x0 : mouth.x1] = mouth.render(
                 portrait, float(track.opening[i]), float(track.width[i]), float(track.press[i]),
                 float(track.labiodental[i]), float(track.tongue[i]),

@@ -275,6 +275,49 @@ class LeveledAudio:
         return level(self.source.output_chunks(), self.gain_db, self.ceiling_dbtp)
 
 
+class MeteredAudio:
+    """An Audio measured while the encoder reads its output track, so a render without a loudness target
+    neither decodes the track a second time nor waits for a measuring pass before its first frame. Everything
+    else is the source's. `loudness()` is the measurement of the first pass that read the whole track (a
+    fresh pass when none did)."""
+
+    def __init__(self, source):
+        self.source = source
+        self._measured: Loudness | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return OUTPUT_RATE
+
+    @property
+    def n_samples(self) -> int:
+        return self.source.n_samples
+
+    @property
+    def duration(self) -> float:
+        return self.source.duration
+
+    def analysis_pcm(self) -> np.ndarray:
+        return self.source.analysis_pcm()
+
+    def analysis_samples(self) -> np.ndarray:
+        return self.source.analysis_samples()
+
+    def output_chunks(self) -> Iterator[np.ndarray]:
+        meter, fed = LoudnessMeter(), 0
+        for chunk in self.source.output_chunks():
+            meter.feed(chunk)
+            fed += chunk.size
+            if fed >= self.n_samples and self._measured is None:  # the whole track has passed
+                self._measured = meter.result()
+            yield chunk
+
+    def loudness(self) -> Loudness:
+        if self._measured is None:
+            self._measured = measure(self.source.output_chunks())
+        return self._measured
+
+
 def normalise(audio, target: LoudnessTarget, measured: Loudness):
     """(LeveledAudio, its loudness): the gain that brings `measured` to the target, corrected once more when the
     limiter took loudness away (a second measuring pass over the levelled track)."""
@@ -299,7 +342,8 @@ def normalise(audio, target: LoudnessTarget, measured: Loudness):
 def prepare(audio, target: LoudnessTarget | None):
     """(the audio to encode, the loudness report of the render): the input measured; with a target, the output
     track levelled to it. Report: {"input": {integratedLufs, truePeakDbtp}, "output": {...}, and with a target
-    "target": {integratedLufs, truePeakDbtp, preset}, "gainDb"}."""
+    "target": {integratedLufs, truePeakDbtp, preset}, "gainDb"}. (Renders without a target measure the track
+    as it is encoded instead: MeteredAudio, metered_report.)"""
     measured = measure(audio.output_chunks())
     report = {"input": measured.as_dict()}
     if target is None:
@@ -312,3 +356,9 @@ def prepare(audio, target: LoudnessTarget | None):
         log.warning("loudness %.1f LUFS delivered instead of %.1f: the %.1f dBTP ceiling leaves no room",
                     delivered.integrated, target.lufs, target.true_peak)
     return leveled, report
+
+
+def metered_report(audio: MeteredAudio) -> dict:
+    """The loudness report of a render without a target (as prepare's): input and output are the same track."""
+    measured = audio.loudness().as_dict()
+    return {"input": measured, "output": dict(measured)}

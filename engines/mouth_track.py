@@ -34,7 +34,12 @@ LEAD_SECONDS = 0.03  # lips lead the sound slightly
 COARTICULATION_SECONDS = 0.035  # Gaussian sigma of target blending
 DYNAMIC_RANGE_DB = 35.0  # loudness range mapped onto closed..open
 BLOCK_STEPS = 6000  # analysis windows computed 60 s at a time (memory flat in audio length)
-PHONE_UTTERANCE_SECONDS = 60.0  # longer speech goes to the phone recogniser in utterances of this length
+SIGMA_STEPS = COARTICULATION_SECONDS / PHONE_HOP_SECONDS
+# Utterances for the phone recogniser (utterance_spans): the first ends at the quietest step 0.5-1.0 s in, later
+# ones double in length up to 30 s; IN_FLIGHT are being recognised ahead of the frames.
+FIRST_UTTERANCE_STEPS = (50, 100)
+MAX_UTTERANCE_STEPS = 3000
+IN_FLIGHT = 2
 
 # (opening, width) viseme targets per ARPAbet phone; opening 0..1, width -1 (rounded) .. +1 (spread).
 VISEMES: dict[str, tuple[float, float]] = {
@@ -76,11 +81,12 @@ class MouthTrack:
     tongue: np.ndarray | None = None  # float32 (n_frames,), 1: tongue tip up behind the upper teeth (L/TH)
 
 
-def _windows(samples_16k: np.ndarray, steps: int) -> Iterator[np.ndarray]:
-    """The WINDOW-sample window centred on each 10 ms step (zeros past either end), float32, BLOCK_STEPS
-    steps at a time: an hour of windows at once would be 1.2 GB in float64. int16 PCM is read as /32767."""
-    for first in range(0, steps, BLOCK_STEPS):
-        count = min(BLOCK_STEPS, steps - first)
+def _windows(samples_16k: np.ndarray, steps: int, first_step: int = 0) -> Iterator[np.ndarray]:
+    """The WINDOW-sample window centred on each 10 ms step from `first_step` on (zeros past either end),
+    float32, BLOCK_STEPS steps at a time: an hour of windows at once would be 1.2 GB in float64. int16 PCM is
+    read as /32767."""
+    for first in range(first_step, first_step + steps, BLOCK_STEPS):
+        count = min(BLOCK_STEPS, first_step + steps - first)
         start, stop = first * HOP - WINDOW // 2, (first + count - 1) * HOP + WINDOW // 2
         piece = np.zeros(stop - start, np.float32)
         inside = samples_16k[max(0, start) : max(0, min(len(samples_16k), stop))]
@@ -103,11 +109,12 @@ def loudness_envelope(samples_16k: np.ndarray) -> np.ndarray:
     return np.clip((db - floor) / (loud - floor), 0.0, 1.0).astype(np.float32)
 
 
-def spectral_width(samples_16k: np.ndarray, steps: int) -> np.ndarray:
-    """Spread-vs-rounded proxy: share of 1.5-3.5 kHz energy (front vowels, high F2) against 250-1 kHz."""
+def spectral_width(samples_16k: np.ndarray, steps: int, first_step: int = 0) -> np.ndarray:
+    """Spread-vs-rounded proxy: share of 1.5-3.5 kHz energy (front vowels, high F2) against 250-1 kHz, for
+    `steps` steps from `first_step` on."""
     freqs = np.fft.rfftfreq(WINDOW, 1 / ANALYSIS_RATE)
     high, low = [], []
-    for frames in _windows(samples_16k, steps):
+    for frames in _windows(samples_16k, steps, first_step):
         spectrum = np.abs(np.fft.rfft(frames * np.hanning(WINDOW), axis=1)) ** 2
         high.append(spectrum[:, (freqs >= 1500) & (freqs < 3500)].sum(axis=1))
         low.append(spectrum[:, (freqs >= 250) & (freqs < 1000)].sum(axis=1))
@@ -143,18 +150,19 @@ def phone_targets(phones: list[Phone], steps: int) -> PhoneTargets:
     return targets
 
 
-def closure_dips(envelope: np.ndarray, lips_apart: np.ndarray | None = None) -> np.ndarray:
-    """Steps of stop and nasal closures found in the sound: short, deep loudness dips inside speech."""
+def dip_steps(envelope: np.ndarray) -> np.ndarray:
+    """Steps where the sound suggests a stop or nasal closure: short, deep loudness dips inside speech (before
+    the phones' veto, see closure_dips)."""
     with warnings.catch_warnings():  # flat stretches (silence) are peaks of no prominence: not closures anyway
         warnings.filterwarnings("ignore", message="some peaks have a prominence of 0")
         dips, _ = find_peaks(-envelope, prominence=DIP_PROMINENCE, wlen=2 * DIP_WINDOW_STEPS + 1,
                              width=(None, DIP_MAX_STEPS), rel_height=0.3)
+    return dips[envelope[dips] <= DIP_CEILING]
+
+
+def onset_closures(envelope: np.ndarray) -> np.ndarray:
+    """Speech starting after a pause: the lips meet just before it (an utterance-initial M/B/P is made there)."""
     closed = np.zeros(len(envelope), bool)
-    for step in dips:
-        if envelope[step] > DIP_CEILING or (lips_apart is not None and lips_apart[step]):
-            continue
-        closed[max(0, step - CLOSURE_STEPS) : step + CLOSURE_STEPS + 1] = True
-    # Speech starting after a pause: the lips meet just before it (an utterance-initial M/B/P is made there).
     quiet = envelope < ONSET_QUIET
     loud_soon = maximum_filter1d(envelope, ONSET_RISE_STEPS, origin=-(ONSET_RISE_STEPS // 2)) > ONSET_LOUD
     for step in np.flatnonzero(quiet[:-1] & ~quiet[1:] & loud_soon[1:]):
@@ -162,66 +170,201 @@ def closure_dips(envelope: np.ndarray, lips_apart: np.ndarray | None = None) -> 
     return closed
 
 
-def mouth_track(samples_16k: np.ndarray, fps: float, n_frames: int, use_phones: bool = True) -> MouthTrack:
-    envelope = loudness_envelope(samples_16k)
-    steps = len(envelope)
-    phones = _phones(samples_16k) if use_phones else []
-    speech_phones = [p for p in phones if p.label != "SIL"]
-    sigma = COARTICULATION_SECONDS / PHONE_HOP_SECONDS
-    voiced = np.clip(envelope * 4.0, 0.0, 1.0)
-    if speech_phones:
-        targets = phone_targets(phones, steps)
-        # Loudness gates and scales the viseme: open vowels in loud speech open most, pauses close.
-        opening = gaussian_filter1d(targets.opening * (0.25 + 0.75 * envelope) * voiced, sigma)
-        width = gaussian_filter1d(targets.width * voiced, sigma * 1.5)
-        closed = targets.closed | closure_dips(envelope, targets.lips_apart)
-        labiodental = gaussian_filter1d(targets.labiodental * voiced, sigma)
-        tongue = gaussian_filter1d(targets.tongue * voiced, sigma)
-    else:
-        opening = gaussian_filter1d(envelope ** 1.3, sigma)
-        width = gaussian_filter1d(spectral_width(samples_16k, steps) * envelope, sigma * 1.5)
-        closed = closure_dips(envelope)
-        labiodental = tongue = np.zeros(steps, np.float32)
-    envelope_smooth = gaussian_filter1d(envelope, sigma)
-    # A closure shorter than a video frame must still show on one: a frame is shut when any step it covers is.
-    shut = _any_in_video_frame(closed, fps, n_frames)
-    opening_frames = _per_video_frame(opening, fps, n_frames)
-    opening_frames[shut] = 0.0
-    # Lips ease into and out of the press over the neighbouring frames.
-    press = np.maximum(shut.astype(np.float32), NEIGHBOUR_PRESS * maximum_filter1d(shut.astype(np.float32), 3))
-    return MouthTrack(
-        opening=opening_frames,
-        width=_per_video_frame(width, fps, n_frames),
-        envelope=_per_video_frame(envelope_smooth, fps, n_frames),
-        used_phones=bool(speech_phones),
-        press=press.astype(np.float32),
-        labiodental=np.where(shut, 0.0, _per_video_frame(labiodental, fps, n_frames)).astype(np.float32),
-        tongue=np.where(shut, 0.0, _per_video_frame(tongue, fps, n_frames)).astype(np.float32),
-    )
+def _close_at_dips(closed: np.ndarray, dips: np.ndarray, lips_apart: np.ndarray | None, offset: int = 0) -> None:
+    """Mark each dip's closure in `closed`, unless the phones say the lips stay apart there (lips_apart is
+    indexed from step `offset`)."""
+    for step in dips:
+        if lips_apart is not None and lips_apart[step - offset]:
+            continue
+        closed[max(0, step - CLOSURE_STEPS) : step + CLOSURE_STEPS + 1] = True
 
 
-def _phones(samples_16k: np.ndarray) -> list[Phone]:
-    """Phones of the whole clip, recognised PHONE_UTTERANCE_SECONDS at a time (one utterance each), so the
-    recogniser's buffers stay small however long the speech; a clip shorter than that is one utterance."""
-    span = int(PHONE_UTTERANCE_SECONDS * ANALYSIS_RATE)
-    phones: list[Phone] = []
-    for start in range(0, len(samples_16k), span):
-        offset = start / ANALYSIS_RATE
-        phones += [Phone(p.label, p.start + offset, p.end + offset)
-                   for p in recognise_phones(samples_16k[start : start + span])]
-    return phones
+def closure_dips(envelope: np.ndarray, lips_apart: np.ndarray | None = None) -> np.ndarray:
+    """Steps of stop and nasal closures found in the sound: dips not vetoed by the phones, and speech onsets."""
+    closed = onset_closures(envelope)
+    _close_at_dips(closed, dip_steps(envelope), lips_apart)
+    return closed
 
 
-def _any_in_video_frame(mask: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
-    """Per video frame: whether any 10 ms step of its span (shifted earlier by the lip lead) is set."""
-    starts = np.floor((np.arange(n_frames) / fps + LEAD_SECONDS) / PHONE_HOP_SECONDS).astype(int)
-    stops = np.maximum(starts + 1, np.floor((np.arange(1, n_frames + 1) / fps + LEAD_SECONDS) / PHONE_HOP_SECONDS).astype(int))
+def utterance_spans(envelope: np.ndarray) -> list[tuple[int, int]]:
+    """How the speech is cut into utterances for the phone recogniser, as (first, end) steps. The first is short
+    (it ends at the quietest step between FIRST_UTTERANCE_STEPS), so the first frame waits only for it; each
+    later one is up to twice as long as the one before (at most MAX_UTTERANCE_STEPS), so recognition keeps
+    ahead of rendering, and ends at the quietest step of its second half, so few words are cut."""
+    steps, spans, first = len(envelope), [], 0
+    low, high = FIRST_UTTERANCE_STEPS
+    while steps - first > high:
+        cut = first + low + int(np.argmin(envelope[first + low : first + high]))
+        spans.append((first, cut))
+        first, length = cut, min(2 * (cut - first), MAX_UTTERANCE_STEPS)
+        low, high = length // 2, length
+    spans.append((first, steps))
+    return spans
+
+
+class StreamedMouthTrack:
+    """The mouth track of a clip, made as the phones of successive utterances arrive.
+
+    Per 10 ms step, the phones' targets (or, in an utterance where none were heard, the loudness and spectral
+    stand-ins) are written into whole-clip arrays, which are smoothed (co-articulation) and sampled per video
+    frame. A frame is final once every step its values depend on is: its own span, its neighbours' (the press
+    eases over them) and the smoothing kernel's reach. Those values are exactly what smoothing the whole clip
+    at once would give, so where the utterances are cut is the only thing streaming changes.
+
+    `wait_for(i)` returns once frame i is final, waiting for the next utterance's phones when needed;
+    `opening`, `width`, `press`, `labiodental` and `tongue` hold the final frames' values (and zeros after
+    them); `envelope` is whole from the start. Utterances are recognised by `recogniser` (an object with
+    `submit(pcm) -> pending` whose `pending.result()` gives the phones: the phone process, so recognition runs
+    beside rendering), IN_FLIGHT of them ahead; without one, in the calling thread.
+    """
+
+    def __init__(self, samples_16k: np.ndarray, fps: float, n_frames: int, use_phones: bool = True,
+                 recogniser=None):
+        self._samples, self._fps, self.n_frames = samples_16k, fps, n_frames
+        self._use_phones, self._recogniser = use_phones, recogniser
+        envelope = loudness_envelope(samples_16k)
+        self._envelope_steps, steps = envelope, len(envelope)
+        self._voiced = np.clip(envelope * 4.0, 0.0, 1.0)
+        self._dips = dip_steps(envelope)
+        self._closed = onset_closures(envelope)
+        self._sigmas = {"opening": SIGMA_STEPS, "width": 1.5 * SIGMA_STEPS, "labiodental": SIGMA_STEPS,
+                        "tongue": SIGMA_STEPS}
+        self._raw = {name: np.zeros(steps, np.float32) for name in self._sigmas}
+        self._smooth = {name: np.zeros(steps, np.float32) for name in self._sigmas}
+        self._reach = max(int(4.0 * sigma + 0.5) for sigma in self._sigmas.values()) + CLOSURE_STEPS + 1
+        self.envelope = _per_video_frame(gaussian_filter1d(envelope, SIGMA_STEPS), fps, np.arange(n_frames))
+        self.opening, self.width, self.press, self.labiodental, self.tongue = (
+            np.zeros(n_frames, np.float32) for _ in range(5))
+        self._shut = np.zeros(n_frames, bool)
+        self.used_phones = False
+        self.ready = 0  # frames [0, ready) are final
+        self._final_steps = 0  # steps whose smoothed values are final
+        self._spans = iter(utterance_spans(envelope))
+        self._pending: list = []
+        self._submit_ahead()
+
+    def wait_for(self, frame: int) -> None:
+        """Return once frame `frame` is final."""
+        while frame >= self.ready and self._pending:
+            (first, end), pending = self._pending.pop(0)
+            phones = pending.result() if pending is not None else []
+            self._submit_ahead()
+            self._add_utterance(first, end, phones, last=not self._pending)
+
+    def whole(self) -> MouthTrack:
+        """Every frame (waiting for all the phones)."""
+        self.wait_for(self.n_frames - 1)
+        return MouthTrack(opening=self.opening, width=self.width, envelope=self.envelope,
+                          used_phones=self.used_phones, press=self.press, labiodental=self.labiodental,
+                          tongue=self.tongue)
+
+    def _submit_ahead(self) -> None:
+        while len(self._pending) < IN_FLIGHT and (span := next(self._spans, None)) is not None:
+            pending = None
+            if self._use_phones:
+                pcm = _pcm16(self._samples[span[0] * HOP : span[1] * HOP if span[1] < len(self._envelope_steps) else None])
+                pending = self._recogniser.submit(pcm) if self._recogniser is not None else _InThread(pcm)
+            self._pending.append((span, pending))
+
+    def _add_utterance(self, first: int, end: int, phones: list[Phone], last: bool) -> None:
+        envelope, voiced = self._envelope_steps[first:end], self._voiced[first:end]
+        raw = self._raw
+        if any(p.label != "SIL" for p in phones):
+            self.used_phones = True
+            targets = phone_targets(phones, end - first)  # phone times are from the utterance's start
+            # Loudness gates and scales the viseme: open vowels in loud speech open most, pauses close.
+            raw["opening"][first:end] = targets.opening * (0.25 + 0.75 * envelope) * voiced
+            raw["width"][first:end] = targets.width * voiced
+            raw["labiodental"][first:end] = targets.labiodental * voiced
+            raw["tongue"][first:end] = targets.tongue * voiced
+            self._closed[first:end] |= targets.closed
+            lips_apart = targets.lips_apart
+        else:  # no phones heard: loudness opens the mouth, spectral balance stands in for width
+            raw["opening"][first:end] = envelope ** 1.3
+            raw["width"][first:end] = spectral_width(self._samples, end - first, first) * envelope
+            lips_apart = None
+        dips = self._dips[(self._dips >= first) & (self._dips < end)]
+        _close_at_dips(self._closed, dips, lips_apart, offset=first)
+        steps = len(self._envelope_steps)
+        final = steps if last else max(self._final_steps, end - self._reach)
+        self._smooth_steps(self._final_steps, final)
+        self._final_steps = final
+        if last:
+            ready = self.n_frames
+        else:  # frame f reads steps up to the end of frame f + 1 (its neighbour's press), lip lead included
+            ready = int(np.floor(((final - 1) * PHONE_HOP_SECONDS - LEAD_SECONDS) * self._fps)) - 2
+        self._finish_frames(self.ready, min(self.n_frames, max(self.ready, ready)))
+
+    def _smooth_steps(self, lo: int, hi: int) -> None:
+        """Smoothed values of steps [lo, hi), from the raw values around them (exactly as the whole clip)."""
+        if hi <= lo:
+            return
+        reach = self._reach
+        src_lo, src_hi = max(0, lo - reach), min(len(self._envelope_steps), hi + reach)
+        for name, sigma in self._sigmas.items():
+            smoothed = gaussian_filter1d(self._raw[name][src_lo:src_hi], sigma)
+            self._smooth[name][lo:hi] = smoothed[lo - src_lo : hi - src_lo]
+
+    def _finish_frames(self, lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        # A closure shorter than a video frame must still show on one: a frame is shut when any step it covers is.
+        around = np.arange(max(0, lo - 1), min(self.n_frames, hi + 1))
+        self._shut[around] = _any_in_frames(self._closed, self._fps, around)
+        frames = np.arange(lo, hi)
+        shut = self._shut[frames]
+        opening = _per_video_frame(self._smooth["opening"], self._fps, frames)
+        opening[shut] = 0.0
+        self.opening[lo:hi] = opening
+        self.width[lo:hi] = _per_video_frame(self._smooth["width"], self._fps, frames)
+        # Lips ease into and out of the press over the neighbouring frames (the clip's ends count as their own
+        # neighbours).
+        before = self._shut[np.maximum(frames - 1, 0)]
+        after = self._shut[np.minimum(frames + 1, self.n_frames - 1)]
+        self.press[lo:hi] = np.maximum(shut, NEIGHBOUR_PRESS * (before | shut | after))
+        for name in ("labiodental", "tongue"):
+            values = _per_video_frame(self._smooth[name], self._fps, frames)
+            getattr(self, name)[lo:hi] = np.where(shut, 0.0, values)
+        self.ready = hi
+
+
+class _InThread:
+    """An utterance recognised when its phones are asked for, in the asking thread."""
+
+    def __init__(self, pcm: np.ndarray):
+        self._pcm = pcm
+
+    def result(self) -> list[Phone]:
+        return recognise_phones(self._pcm)
+
+
+def mouth_track(samples_16k: np.ndarray, fps: float, n_frames: int, use_phones: bool = True,
+                recogniser=None) -> MouthTrack:
+    """The whole clip's mouth track at once (engines that render frame by frame use StreamedMouthTrack)."""
+    return StreamedMouthTrack(samples_16k, fps, n_frames, use_phones, recogniser).whole()
+
+
+def _pcm16(samples_16k: np.ndarray) -> np.ndarray:
+    if samples_16k.dtype == np.int16:
+        return samples_16k
+    return (np.clip(samples_16k, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def _any_in_frames(mask: np.ndarray, fps: float, frames: np.ndarray) -> np.ndarray:
+    """Per video frame of `frames`: whether any 10 ms step of its span (shifted earlier by the lip lead) is set."""
+    starts = np.floor((frames / fps + LEAD_SECONDS) / PHONE_HOP_SECONDS).astype(int)
+    stops = np.maximum(starts + 1, np.floor(((frames + 1) / fps + LEAD_SECONDS) / PHONE_HOP_SECONDS).astype(int))
     counts = np.concatenate([[0], np.cumsum(mask)])
     return (counts[np.clip(stops, 0, len(mask))] - counts[np.clip(starts, 0, len(mask))]) > 0
 
 
-def _per_video_frame(track: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
+def _any_in_video_frame(mask: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
+    """Per video frame of a clip: whether any 10 ms step of its span (shifted by the lip lead) is set."""
+    return _any_in_frames(mask, fps, np.arange(n_frames))
+
+
+def _per_video_frame(track: np.ndarray, fps: float, frames: np.ndarray) -> np.ndarray:
     """Sample a 100 Hz track at each video frame's midpoint, shifted earlier by the lip lead."""
-    times = (np.arange(n_frames) + 0.5) / fps + LEAD_SECONDS
+    times = (frames + 0.5) / fps + LEAD_SECONDS
     steps = np.arange(len(track)) * PHONE_HOP_SECONDS
     return np.interp(times, steps, track, left=0.0, right=0.0).astype(np.float32)

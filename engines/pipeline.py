@@ -18,7 +18,7 @@ from schemas.frame_rate import MAX_FPS, MIN_FPS, fps_number, fps_text, parse_fps
 from .base import EngineJob
 from .delivery import Delivery, Picture, open_writer
 from .framing import FRAMINGS, frame_photo
-from .loudness import prepare as prepare_loudness
+from .loudness import MeteredAudio, metered_report, prepare as prepare_loudness
 from .face_choice import FaceChoice
 from .frame_pipe import pump
 from .media_audio import open_audio
@@ -140,8 +140,12 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     portrait = load_portrait(request.face_path, settings.max_image_pixels)
     audio = open_audio(request.audio_path, settings.max_audio_seconds)  # 16 kHz analysis kept; output streamed
     delivery = request.delivery
-    # Input loudness measured (and the output track levelled to a target when asked): engines/loudness.py
-    output_audio, loudness = prepare_loudness(audio, delivery.loudness)
+    # Loudness (engines/loudness.py): with a target, measured now and the output track levelled to it; without
+    # one, measured while the encoder reads the track (MeteredAudio), so the first frame does not wait for it.
+    if delivery.loudness is None:
+        output_audio, loudness = MeteredAudio(audio), None
+    else:
+        output_audio, loudness = prepare_loudness(audio, delivery.loudness)
     framed = frame_photo(portrait, request.size, request.framing, request.face)  # engines/framing.py
     background = None
     if delivery.canvas is not None and delivery.canvas.background_uri:
@@ -177,6 +181,8 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
             mp4_output = str(remux_to_mp4(out_path, out_path.with_suffix(".mp4")))
         encode_seconds = piped.encode_seconds + time.perf_counter() - close_started
         frames, frames_seconds, first_frame_at = piped.frames, piped.frames_seconds, piped.first_frame_at
+        if loudness is None:
+            loudness = metered_report(output_audio)
         if not streamed:
             os.replace(partial, out_path)
     except BaseException:

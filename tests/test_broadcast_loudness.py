@@ -12,7 +12,7 @@ import pytest
 from scipy.signal import resample_poly
 
 from engines.encoder import Mp4Writer
-from engines.loudness import LoudnessTarget, level, measure, prepare
+from engines.loudness import LoudnessTarget, MeteredAudio, level, measure, metered_report, prepare
 from engines.media_audio import Audio
 from schemas.errors import InvalidParameter
 from tests.media_fixtures import speech_samples
@@ -80,6 +80,25 @@ def test_without_a_target_the_input_is_measured_and_left_alone():
     assert same is audio
     assert report["input"] == report["output"]
     assert "target" not in report
+
+
+def test_a_render_without_a_target_is_measured_as_the_encoder_reads_it(tmp_path, monkeypatch):
+    """No measuring pass before the first frame: the report comes from the track the encoder read, and equals
+    prepare's (which measures it on its own)."""
+    from engines.media_audio import open_audio, write_wav
+
+    audio = open_audio(write_wav(tmp_path / "speech.wav", speech_samples()))
+    _, expected = prepare(audio, None)
+    passes = []
+    original = type(audio).output_chunks
+    monkeypatch.setattr(type(audio), "output_chunks", lambda self: passes.append(1) or original(self))
+    metered = MeteredAudio(audio)
+    frames = int(np.ceil(audio.duration * 25))
+    with Mp4Writer(tmp_path / "out.mp4", fps=Fraction(25), width=64, height=64, mode="real_time", audio=metered) as writer:
+        for _ in range(frames):
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+    assert metered_report(metered) == expected
+    assert len(passes) == 1  # the encoder's pass was the measuring pass
 
 
 def test_targets_presets_numbers_and_refusals():

@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 
 from engines.media_audio import load_audio
@@ -67,3 +68,112 @@ def test_phones_do_not_depend_on_what_was_decoded_before(tmp_path):
     first = recognise_phones(samples)
     recognise_phones(load_audio(SAMPLES / "speech.wav").trimmed(0.4).analysis_samples())  # a short job between
     assert recognise_phones(samples) == first
+
+
+# --- streaming: phones recognised an utterance at a time while frames render (issue 11) ---------------------
+
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d  # noqa: E402
+
+from engines import mouth_track as track_module  # noqa: E402
+from engines.mouth_track import StreamedMouthTrack, utterance_spans  # noqa: E402
+
+
+def _sample_speech():
+    from engines import SAMPLES
+
+    return load_audio(SAMPLES / "speech.wav").analysis_pcm()
+
+
+def test_utterances_start_short_grow_and_cut_at_quiet_steps():
+    pcm = _sample_speech()
+    envelope = loudness_envelope(pcm)
+    spans = utterance_spans(envelope)
+    assert spans[0][0] == 0 and spans[-1][1] == len(envelope)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous, nothing skipped
+    low, high = track_module.FIRST_UTTERANCE_STEPS
+    assert low <= spans[0][1] <= high  # the first frame waits for at most 1 s of speech
+    assert len(spans) >= 3
+    for first, end in spans[:-1]:
+        assert end - first <= track_module.MAX_UTTERANCE_STEPS
+        assert envelope[end] <= np.percentile(envelope[first:end], 50)  # cut at a quiet step, not mid-vowel
+    hour = np.tile(envelope, 400)
+    longest = max(end - first for first, end in utterance_spans(hour))
+    assert track_module.MAX_UTTERANCE_STEPS // 2 <= longest <= track_module.MAX_UTTERANCE_STEPS
+
+
+@pytest.mark.parametrize("fps", [25.0, 30000 / 1001, 60.0])
+def test_streamed_track_equals_smoothing_the_whole_clip_at_once(fps):
+    """Frames made utterance by utterance are exactly the whole-clip computation (here without phones, whose
+    formulas need no recogniser): streaming changes nothing but where the recogniser's utterances are cut."""
+    pcm = _sample_speech()
+    n_frames = int(np.ceil(len(pcm) / 16000 * fps))
+    streamed = StreamedMouthTrack(pcm, fps, n_frames, use_phones=False)
+    for frame in range(n_frames):
+        streamed.wait_for(frame)
+        assert streamed.ready > frame
+    envelope = loudness_envelope(pcm)
+    sigma = track_module.SIGMA_STEPS
+    shut = track_module._any_in_video_frame(track_module.closure_dips(envelope), fps, n_frames)
+    frames = np.arange(n_frames)
+    opening = track_module._per_video_frame(gaussian_filter1d(envelope ** 1.3, sigma), fps, frames)
+    opening[shut] = 0.0
+    width = gaussian_filter1d(track_module.spectral_width(pcm, len(envelope)) * envelope, 1.5 * sigma)
+    press = np.maximum(shut, 0.5 * maximum_filter1d(shut.astype(np.float32), 3))
+    np.testing.assert_array_equal(streamed.opening, opening)
+    np.testing.assert_array_equal(streamed.width, track_module._per_video_frame(width, fps, frames))
+    np.testing.assert_array_equal(streamed.press, press)
+    assert shut.sum() > 10
+
+
+class _CountingRecogniser:
+    """Recognises in the calling thread and counts the utterances whose phones were asked for."""
+
+    def __init__(self):
+        self.submitted = self.taken = 0
+
+    def submit(self, pcm):
+        self.submitted += 1
+        counter = self
+
+        class Pending:
+            def result(self):
+                counter.taken += 1
+                return recognise_phones(pcm)
+
+        return Pending()
+
+
+def test_the_first_frame_waits_for_the_first_utterance_only():
+    pcm = _sample_speech()
+    recogniser = _CountingRecogniser()
+    streamed = StreamedMouthTrack(pcm, 25.0, int(np.ceil(len(pcm) / 16000 * 25)), recogniser=recogniser)
+    assert recogniser.submitted == track_module.IN_FLIGHT and recogniser.taken == 0
+    streamed.wait_for(0)
+    assert recogniser.taken == 1 and 0 < streamed.ready < streamed.n_frames
+    whole = streamed.whole()
+    assert whole.used_phones and recogniser.taken == len(utterance_spans(loudness_envelope(pcm)))
+    # The same job with the phones recognised in this thread: the same track.
+    again = mouth_track(pcm, 25.0, streamed.n_frames)
+    np.testing.assert_array_equal(again.opening, whole.opening)
+    np.testing.assert_array_equal(again.press, whole.press)
+
+
+def test_the_phone_process_gives_this_threads_phones_and_survives_being_killed():
+    import os
+    import signal
+
+    from engines.phone_process import PhoneProcess
+
+    pcm = _sample_speech()[: 3 * 16000]
+    expected = recognise_phones(pcm)
+    process = PhoneProcess()
+    try:
+        assert process.submit(pcm).result() == expected
+        child = next(iter(process._pool._processes.values()))
+        assert child.pid != os.getpid()
+        os.kill(child.pid, signal.SIGKILL)  # killed for memory, say
+        child.join(10)
+        assert process.submit(pcm).result() == expected  # recognised here, or in a fresh child
+        assert process.submit(pcm).result() == expected
+    finally:
+        process.close()
