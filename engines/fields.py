@@ -22,11 +22,11 @@ def coarse_grid(x0: int, y0: int, width: int, height: int, step: int) -> tuple[n
 
 def upsample(displacement: np.ndarray, width: int, height: int, step: int) -> np.ndarray:
     """Coarse displacement (not absolute coordinates: near the border cv2 clamps, which is harmless for a
-    displacement that is ~0 there) to one value per pixel of a width x height region."""
-    rows, cols = displacement.shape
-    return cv2.resize(displacement.astype(np.float32), (cols * step, rows * step), interpolation=cv2.INTER_LINEAR)[
-        :height, :width
-    ]
+    displacement that is ~0 there) to one value per pixel of a width x height region. Channels (a third axis)
+    are upsampled each on its own: with 1, 3 or 4 of them the values equal separate calls' (with 2 they do not)."""
+    rows, cols = displacement.shape[:2]
+    size = (cols * step, rows * step)
+    return cv2.resize(np.asarray(displacement, np.float32), size, interpolation=cv2.INTER_LINEAR)[:height, :width]
 
 
 def pixel_grid(x0: int, y0: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

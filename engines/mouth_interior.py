@@ -94,7 +94,8 @@ class InteriorPose:
 def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, top: np.ndarray, bottom: np.ndarray,
                    center_x: float, mouth_width: float, palette: InteriorPalette, pose: InteriorPose) -> None:
     """Paint, in place, the opening between the curves `top` and `bottom` (output rows per column of `columns`;
-    NaN outside the mouth) into `region`, whose pixel rows are `rows` (absolute y of each row)."""
+    NaN outside the mouth) into `region` (RGB, or RGBA whose alpha is left alone), whose pixel rows are `rows`
+    (absolute y of each row)."""
     valid = np.flatnonzero(np.isfinite(top) & np.isfinite(bottom) & (bottom > top))
     if valid.size == 0:
         return
@@ -129,9 +130,9 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     if pose.upper_teeth > 0:
         colour = _upper_teeth(colour, y, top, gap, across, centre, mw, palette, pose)
 
-    target = region[row_lo:row_hi, c0:c1].astype(np.float32)
+    target = region[row_lo:row_hi, c0:c1, :3].astype(np.float32)
     alpha = coverage[..., None]
-    region[row_lo:row_hi, c0:c1] = np.clip(target + (colour - target) * alpha + 0.5, 0, 255).astype(np.uint8)
+    region[row_lo:row_hi, c0:c1, :3] = np.clip(target + (colour - target) * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
 def _over(colour: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ portrait's sharpness, which matters most when the portrait was enlarged to the o
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import cv2
 import numpy as np
 
@@ -64,6 +66,79 @@ def teeth_split_fraction(portrait: np.ndarray | None, columns: np.ndarray, upper
     return 1.0
 
 
+UPPER, LOWER = 0, -1  # layer axis of the deformation's arrays (see MouthRig._forward)
+
+
+class _Points:
+    """Source points of the mouth's deformation, with the terms of the model that depend on position only,
+    each computed on first use. x and y carry the layer axis (length 1 or 2); `window` is the border window."""
+
+    def __init__(self, rig: "MouthRig", x: np.ndarray, y: np.ndarray, window: np.ndarray):
+        self.rig, self.x, self.y, self.window = rig, x, y, window
+
+    @cached_property
+    def offset(self) -> np.ndarray:
+        return self.x - self.rig.center_x
+
+    @cached_property
+    def across(self) -> np.ndarray:
+        """-1 .. 1 from corner to corner."""
+        return self.offset / (0.5 * self.rig.mouth_width)
+
+    @cached_property
+    def lip_rest(self) -> np.ndarray:
+        return np.clip(1 - self.across * self.across, 0, 1) ** 0.7
+
+    def lip_profile(self, rounding: float) -> np.ndarray:
+        """Opening shape across the mouth: 1 at the centre, 0 at and beyond the corners; rounded lips open
+        only in the middle (a round opening rather than a long slit)."""
+        if rounding == 0.0:
+            return self.lip_rest
+        u = self.offset / (0.5 * self.rig.mouth_width * (1 - ROUND_NARROWING * rounding))
+        return np.clip(1 - u * u, 0, 1) ** 0.7
+
+    @cached_property
+    def reach(self) -> np.ndarray:
+        """How far the corners' sideways motion carries: with the position up to the corners, fading beyond."""
+        u = self.across
+        return np.sign(u) * np.minimum(np.abs(u), 1.0) * np.exp(-(np.maximum(np.abs(u) - 1.0, 0.0) ** 2) / 0.5)
+
+    @cached_property
+    def corner_bump(self) -> np.ndarray:
+        rig = self.rig
+        return np.exp(-(((self.y - rig.split_y) / (0.45 * rig.mouth_width)) ** 2))
+
+    @cached_property
+    def jaw(self) -> np.ndarray:
+        rig = self.rig
+        return 1 - smoothstep(0.7 * rig.mouth_width, 1.6 * rig.mouth_width, np.abs(self.offset[LOWER]))
+
+    @cached_property
+    def cheek_ramp(self) -> np.ndarray:
+        return smoothstep(self.rig.corner_y, self.rig.chin_y, self.y[LOWER])
+
+    @cached_property
+    def chin_fade(self) -> np.ndarray:
+        return 1 - smoothstep(self.rig.chin_y, self.rig.neck_y, self.y[LOWER])
+
+    @cached_property
+    def lift_fade(self) -> np.ndarray:
+        return 1 - smoothstep(self.rig.split_y, self.rig.chin_y, self.y[LOWER])
+
+    @cached_property
+    def rise(self) -> np.ndarray:
+        rig = self.rig
+        return np.clip((self.y[UPPER] - rig.nose_y) / max(rig.split_y - rig.nose_y, 1.0), 0, 1) ** 1.5
+
+    @cached_property
+    def lower_pout(self) -> np.ndarray:
+        return self.rig._bump(self.y[LOWER], self.rig.lower_outer_y)
+
+    @cached_property
+    def upper_pout(self) -> np.ndarray:
+        return self.rig._bump(self.y[UPPER], self.rig.upper_outer_y)
+
+
 class MouthRig:
     """Geometry of one portrait's mouth and the deformation model driven by (opening, width)."""
 
@@ -102,8 +177,13 @@ class MouthRig:
         self.y1 = int(min(size, self.neck_y + 0.1 * face_height))
         self.width, self.height = self.x1 - self.x0, self.y1 - self.y0
         self.grid_x, self.grid_y = coarse_grid(self.x0, self.y0, self.width, self.height, GRID_STEP)
-        self.pixel_x, self.pixel_y = pixel_grid(self.x0, self.y0, self.width, self.height)
-        self._grid_window = None
+        self.pixels = cv2.merge(pixel_grid(self.x0, self.y0, self.width, self.height))  # (x, y) per pixel
+        self.rows = np.arange(self.y0, self.y1, dtype=np.float32)
+        self.pixel_columns = np.arange(self.x0, self.x1, dtype=np.float32)
+        self._grid_points = _Points(self, self.grid_x[None], self.grid_y[None],
+                                    self._border_window(self.grid_x, self.grid_y))
+        self._split_points = _Points(self, self.columns[None], self.split_curve[None],
+                                     self._border_window(self.columns, self.split_curve))
         # Lips, teeth and chin are resampled bicubically (they keep the portrait's detail); the cheeks around
         # them, where the displacement fades out, bilinearly (a third of the cost).
         sharp_rows = (self.upper_outer_y - 0.3 * self.mouth_width, self.chin_y + 0.05 * self.mouth_width)
@@ -112,12 +192,9 @@ class MouthRig:
                           slice(*np.clip(np.round(sharp_cols).astype(int) - self.x0, 0, self.width)))
 
     # --- the deformation model: forward displacement of a source point ---------------------------------------
-
-    def _lip_profile(self, x, rounding=0.0):
-        """Opening shape across the mouth: 1 at the centre, 0 at and beyond the corners; rounded lips open
-        only in the middle (a round opening rather than a long slit)."""
-        u = (x - self.center_x) / (0.5 * self.mouth_width * (1 - ROUND_NARROWING * rounding))
-        return np.clip(1 - u * u, 0, 1) ** 0.7
+    # Both layers are evaluated in one pass: point arrays carry a leading layer axis, indexed UPPER / LOWER, of
+    # length 2, or 1 where the layers share the points (numpy broadcasts). _Points keeps the terms that depend
+    # on position only, so the coarse grid's and the split curve's are computed once per rig.
 
     def _border_window(self, x, y):
         mx, my = BORDER * self.width, BORDER * self.height
@@ -125,74 +202,53 @@ class MouthRig:
         return (smoothstep(0, mx, gx) * smoothstep(0, mx, self.width - gx)
                 * smoothstep(0, my, gy) * smoothstep(0, my, self.height - gy))
 
-    def _dx(self, x, y, opening, width):
-        """Corners out for spread lips, in for rounded ones (and a little in as the jaw opens)."""
-        u = (x - self.center_x) / (0.5 * self.mouth_width)
-        reach = np.sign(u) * np.minimum(np.abs(u), 1.0) * np.exp(-(np.maximum(np.abs(u) - 1.0, 0.0) ** 2) / 0.5)
-        bump = np.exp(-(((y - self.split_y) / (0.45 * self.mouth_width)) ** 2))
-        amount = (0.14 * width if width > 0 else ROUND_CORNERS_IN * width) - 0.06 * opening
-        return amount * 0.5 * self.mouth_width * reach * bump
-
-    def _dy_lower(self, x, y, opening, width, lip, lift):
-        jaw = 1 - smoothstep(0.7 * self.mouth_width, 1.6 * self.mouth_width, np.abs(x - self.center_x))
-        cheek_ramp = smoothstep(self.corner_y, self.chin_y, y)
-        shape = lip + (1 - lip) * jaw * cheek_ramp
-        dy = opening * self.max_drop * shape * (1 - smoothstep(self.chin_y, self.neck_y, y))
-        if lift is not None:  # lifting the lower lip (press, F/V) fades out towards the chin
-            dy = dy - lift * (1 - smoothstep(self.split_y, self.chin_y, y))
-        if width < 0:
-            dy = dy - width * POUT * self.mouth_width * lip * self._bump(y, self.lower_outer_y)
-        return dy
-
-    def _dy_upper(self, x, y, opening, width, lip, lowered, labiodental):
-        rise = np.clip((y - self.nose_y) / max(self.split_y - self.nose_y, 1.0), 0, 1) ** 1.5
-        dy = -(opening * UPPER_LIP_RISE * self.max_drop + labiodental * LABIODENTAL_RISE * self.mouth_width) * lip
-        if lowered is not None:
-            dy = dy + lowered
-        dy = dy * rise
-        if width < 0:
-            dy = dy + width * POUT * self.mouth_width * lip * self._bump(y, self.upper_outer_y)
-        return dy
-
     def _bump(self, y, centre_y):
         """Weight near one lip's outer edge: where pouting lips grow."""
         return np.exp(-(((y - centre_y) / (0.12 * self.mouth_width)) ** 2))
 
-    def _forward(self, x, y, pose, lower, window=None):
+    def _forward(self, points: "_Points", pose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Displacement of the source points: dx (both layers), dy of the upper and of the lower layer."""
         opening, width, press, labiodental = pose
-        lip = self._lip_profile(x, max(-width, 0.0))
+        mw = self.mouth_width
+        lip = points.lip_profile(max(-width, 0.0))
+        lip_up, lip_lo = lip[UPPER], lip[LOWER]
         # The parted-lips gap at rest across the mouth (0 for a closed-mouth portrait), closed by press and F/V.
         closing = self.rest_gap > 0 and (press > 0 or labiodental > 0)
-        gap = self.rest_gap * self._lip_profile(x) if closing else 0.0
-        if lower:
-            lift = None
-            if closing or labiodental > 0:
-                lift = ((1 - PRESS_UPPER_SHARE) * PRESS_SQUEEZE * press * gap
-                        + labiodental * (0.9 * gap + LABIODENTAL_TUCK * self.mouth_width * lip))
-            dy = self._dy_lower(x, y, opening, width, lip, lift)
-        else:
-            lowered = PRESS_UPPER_SHARE * PRESS_SQUEEZE * press * gap if closing else None
-            dy = self._dy_upper(x, y, opening, width, lip, lowered, labiodental)
-        if window is None:
-            window = self._border_window(x, y)
-        return self._dx(x, y, opening, width) * window, dy * window
+        gap = self.rest_gap * points.lip_profile(0.0) if closing else None
+        # Corners out for spread lips, in for rounded ones (and a little in as the jaw opens).
+        amount = (0.14 * width if width > 0 else ROUND_CORNERS_IN * width) - 0.06 * opening
+        dx = amount * 0.5 * mw * points.reach * points.corner_bump
+        # Lower layer: lip and chin drop; beside the mouth the cheeks stretch down to the jaw.
+        shape = lip_lo + (1 - lip_lo) * points.jaw * points.cheek_ramp
+        dy_lo = opening * self.max_drop * shape * points.chin_fade
+        if closing or labiodental > 0:  # lifting the lower lip (press, F/V) fades out towards the chin
+            gap_lo = gap[LOWER] if closing else 0.0
+            lift = ((1 - PRESS_UPPER_SHARE) * PRESS_SQUEEZE * press * gap_lo
+                    + labiodental * (0.9 * gap_lo + LABIODENTAL_TUCK * mw * lip_lo))
+            dy_lo = dy_lo - lift * points.lift_fade
+        # Upper layer: the lip rises (and comes down to meet a pressed lower lip), less towards the nose.
+        dy_up = -(opening * UPPER_LIP_RISE * self.max_drop + labiodental * LABIODENTAL_RISE * mw) * lip_up
+        if closing:
+            dy_up = dy_up + PRESS_UPPER_SHARE * PRESS_SQUEEZE * press * gap[UPPER]
+        dy_up = dy_up * points.rise
+        if width < 0:  # rounded lips pout: each grows near its outer edge
+            dy_lo = dy_lo - width * POUT * mw * lip_lo * points.lower_pout
+            dy_up = dy_up + width * POUT * mw * lip_up * points.upper_pout
+        window = points.window
+        return dx * window, dy_up * window, dy_lo * window
 
-    def _backward_map(self, pose, lower):
-        """Per pixel source coordinates, by fixed-point iteration of src = dst - D(src) on the coarse grid.
-        The border window is taken at the grid points themselves (it is 1 wherever points move far)."""
-        sx, sy = self.grid_x, self.grid_y
-        if self._grid_window is None:
-            self._grid_window = self._border_window(self.grid_x, self.grid_y)
+    def _backward_map(self, pose) -> np.ndarray:
+        """Per pixel source displacement (height, width, 4: x, y of the upper layer, x, y of the lower), by fixed-point
+        iteration of src = dst - D(src) on the coarse grid. The border window is taken at the grid points
+        themselves (it is 1 wherever points move far)."""
+        points = self._grid_points
         for _ in range(FIXED_POINT_ITERATIONS):
-            dx, dy = self._forward(sx, sy, pose, lower, self._grid_window)
-            sx, sy = self.grid_x - dx, self.grid_y - dy
-        map_x = self.pixel_x + upsample(sx - self.grid_x, self.width, self.height, GRID_STEP)
-        map_y = self.pixel_y + upsample(sy - self.grid_y, self.width, self.height, GRID_STEP)
-        return map_x, map_y
-
-    def _moved_curve(self, curve_y, pose, lower):
-        dx, dy = self._forward(self.columns, curve_y, pose, lower)
-        return self.columns + dx, curve_y + dy
+            dx, dy_up, dy_lo = self._forward(points, pose)
+            sx, sy = self.grid_x - dx, np.stack((self.grid_y - dy_up, self.grid_y - dy_lo))
+            points = _Points(self, sx, sy, self._grid_points.window)
+        shift_x, shift_y = sx - self.grid_x, sy - self.grid_y
+        coarse = cv2.merge([shift_x[UPPER], shift_y[UPPER], shift_x[LOWER], shift_y[LOWER]])
+        return upsample(coarse, self.width, self.height, GRID_STEP)  # one resize: the same as four
 
     # --- one frame -------------------------------------------------------------------------------------------
 
@@ -202,27 +258,29 @@ class MouthRig:
         if opening < 1e-3 and abs(width) < 1e-3 and press < 1e-3 and labiodental < 1e-3:
             return source[self.y0 : self.y1, self.x0 : self.x1]
         pose = (opening, width, press, labiodental)
-        upper_x, upper_y = self._backward_map(pose, lower=False)
-        lower_x, lower_y = self._backward_map(pose, lower=True)
-        columns = self.pixel_x[0]
+        shift = self._backward_map(pose)
+        columns = self.pixel_columns
         # Output position of the split line as seen from each layer: the top and bottom of the opening.
-        tx, ty = self._moved_curve(self.split_curve, pose, lower=False)
-        bx, by = self._moved_curve(self.split_curve, pose, lower=True)
+        dx, dy_up, dy_lo = self._forward(self._split_points, pose)
+        tx, ty = (self.columns + dx)[UPPER], self.split_curve + dy_up
+        bx, by = (self.columns + dx)[LOWER], self.split_curve + dy_lo
         split_out = np.interp(columns, tx, ty, left=self.corner_y, right=self.corner_y)
         # Where the lower lip rose above the split (press, F/V), it covers the upper layer.
         split_out = np.minimum(split_out, np.interp(columns, bx, by, left=self.corner_y, right=self.corner_y))
-        use_lower = self.pixel_y > split_out[None, :]
-        map_x = np.where(use_lower, lower_x, upper_x)
-        map_y = np.where(use_lower, lower_y, upper_y)
-        warped = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        use_lower = self.rows[:, None] > split_out[None, :]
+        # Each layer's (x, y) shift viewed as one 8-byte item, so that one np.where picks both (and fast).
+        layers = shift.view(np.int64)
+        picked = np.where(use_lower, layers[..., 1], layers[..., 0])
+        source_xy = self.pixels + picked.view(np.float32).reshape(self.height, self.width, 2)
+        warped = cv2.remap(source, source_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         rows, cols = self.sharp_box
-        warped[rows, cols] = cv2.remap(source, map_x[rows, cols], map_y[rows, cols], cv2.INTER_CUBIC,
+        warped[rows, cols] = cv2.remap(source, source_xy[rows, cols], None, cv2.INTER_CUBIC,
                                        borderMode=cv2.BORDER_REPLICATE)
         top = np.interp(columns, tx, ty, left=np.nan, right=np.nan)
         bottom = np.interp(columns, bx, by, left=np.nan, right=np.nan)
         if self.palette is None:  # colours measured on the first portrait rendered, when not given up front
-            self.palette = palette_from_portrait(source, self.landmarks)
-        paint_interior(warped, self.pixel_y[:, 0], columns, top, bottom, self.center_x, self.mouth_width,
+            self.palette = palette_from_portrait(source[..., :3], self.landmarks)
+        paint_interior(warped, self.rows, columns, top, bottom, self.center_x, self.mouth_width,
                        self.palette, InteriorPose(upper_teeth=float(self.paint_upper_teeth),
                                                   lower_teeth=float(self.teeth_split > 0.99),
                                                   tongue_tip=tongue, labiodental=labiodental))
