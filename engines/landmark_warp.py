@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import cv2
 import numpy as np
 
 from . import face
@@ -61,18 +62,20 @@ class LandmarkWarpEngine(Engine):
         angles, shifts_x, shifts_y = motion_track(n_frames, fps, track.envelope, face_height, rng)
 
         portrait = job.portrait
-        expression = portrait.copy()  # portrait with this frame's mouth and eyes; background never changes
+        # Warped as RGBA: cv2.remap's bilinear path takes about half the time on four channels that it takes on
+        # three, with the same values.
+        source = cv2.cvtColor(portrait, cv2.COLOR_RGB2RGBA)
+        expression = source.copy()  # portrait with this frame's mouth and eyes; background never changes
         for i in range(n_frames):
             track.wait_for(i)
             expression[mouth.y0 : mouth.y1, mouth.x0 : mouth.x1] = mouth.render(
-                portrait, float(track.opening[i]), float(track.width[i]), float(track.press[i]),
+                source, float(track.opening[i]), float(track.width[i]), float(track.press[i]),
                 float(track.labiodental[i]), float(track.tongue[i]),
             )
             for eye in eyes:
                 region = (slice(eye.y0, eye.y1), slice(eye.x0, eye.x1))
-                expression[region] = eye.render(portrait, float(closure[i])) if closure[i] > BLINK_EPSILON else portrait[region]
-            frame = expression.copy()
-            frame[head.y0 : head.y1, head.x0 : head.x1] = head.render(
-                expression, float(angles[i]), float(shifts_x[i]), float(shifts_y[i])
-            )
+                expression[region] = eye.render(source, float(closure[i])) if closure[i] > BLINK_EPSILON else source[region]
+            frame = cv2.cvtColor(expression, cv2.COLOR_RGBA2RGB)
+            head_region = head.render(expression, float(angles[i]), float(shifts_x[i]), float(shifts_y[i]))
+            frame[head.y0 : head.y1, head.x0 : head.x1] = cv2.cvtColor(head_region, cv2.COLOR_RGBA2RGB)
             yield frame
