@@ -46,6 +46,10 @@ class LandmarkWarpEngine(Engine):
         shared_analyzer()
         shared_phone_process().start()
 
+    def _release(self) -> None:
+        """The phone process ends with the engine (a later job starts a new one)."""
+        shared_phone_process().close()
+
     def render(self, job: EngineJob) -> Iterator[np.ndarray]:
         n_frames = job.frame_count
         fps = float(job.fps)  # frame times i / fps as float arrays; exact timing is the encoder's

@@ -214,8 +214,9 @@ class StreamedMouthTrack:
     `wait_for(i)` returns once frame i is final, waiting for the next utterance's phones when needed;
     `opening`, `width`, `press`, `labiodental` and `tongue` hold the final frames' values (and zeros after
     them); `envelope` is whole from the start. Utterances are recognised by `recogniser` (an object with
-    `submit(pcm) -> pending` whose `pending.result()` gives the phones: the phone process, so recognition runs
-    beside rendering), IN_FLIGHT of them ahead; without one, in the calling thread.
+    `submit(pcm) -> pending` whose `pending.result()` gives the phones and `pending.cancel()` drops them: the phone
+    process, so recognition runs beside rendering), IN_FLIGHT of them ahead; without one, in the calling
+    thread. `close()` drops what is still queued when a job stops early.
     """
 
     def __init__(self, samples_16k: np.ndarray, fps: float, n_frames: int, use_phones: bool = True,
@@ -251,6 +252,13 @@ class StreamedMouthTrack:
             self._submit_ahead()
             self._add_utterance(first, end, phones, last=not self._pending)
 
+    def close(self) -> None:
+        """Drop the utterances still queued for recognition (a job stopped early leaves no work behind)."""
+        for _, pending in self._pending:
+            if pending is not None:
+                pending.cancel()
+        self._pending = []
+
     def whole(self) -> MouthTrack:
         """Every frame (waiting for all the phones)."""
         self.wait_for(self.n_frames - 1)
@@ -262,7 +270,7 @@ class StreamedMouthTrack:
         while len(self._pending) < IN_FLIGHT and (span := next(self._spans, None)) is not None:
             pending = None
             if self._use_phones:
-                pcm = _pcm16(self._samples[span[0] * HOP : span[1] * HOP if span[1] < len(self._envelope_steps) else None])
+                pcm = _pcm16(self._samples[span[0] * HOP : span[1] * HOP])  # the last span reaches the end
                 pending = self._recogniser.submit(pcm) if self._recogniser is not None else _InThread(pcm)
             self._pending.append((span, pending))
 
@@ -336,6 +344,9 @@ class _InThread:
 
     def result(self) -> list[Phone]:
         return recognise_phones(self._pcm)
+
+    def cancel(self) -> None:
+        """Nothing was started."""
 
 
 def mouth_track(samples_16k: np.ndarray, fps: float, n_frames: int, use_phones: bool = True,

@@ -20,6 +20,9 @@ def test_ten_minutes_render_with_memory_flat_in_audio_length(tmp_path):
     # analysis and 183 MB of float64 analysis windows. Streamed: the 16 kHz int16 track (18 MB) and blocks.
     grew = long["peak_rss_mb"] - short["peak_rss_mb"]
     assert grew < 70, (short, long)
+    # The phone recognition process holds at most two utterances (30 s each) of 16 kHz int16 speech.
+    assert 20 < short["phone_process_peak_rss_mb"] and 0 < long["phone_process_peak_rss_mb"]
+    assert long["phone_process_peak_rss_mb"] - short["phone_process_peak_rss_mb"] < 30, (short, long)
     with av.open(str(tmp_path / "long" / "long.mp4")) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         video_seconds = float(video.duration * video.time_base)
