@@ -32,3 +32,10 @@ def upsample(displacement: np.ndarray, width: int, height: int, step: int) -> np
 def pixel_grid(x0: int, y0: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = np.meshgrid(np.arange(x0, x0 + width, dtype=np.float32), np.arange(y0, y0 + height, dtype=np.float32))
     return xs, ys
+
+
+def boxes_around(y0: int, y1: int, x0: int, x1: int, height: int, width: int) -> list[tuple[slice, slice]]:
+    """The parts of a height x width image outside the box (y0:y1, x0:x1), as up to four non-empty boxes."""
+    boxes = [(slice(0, y0), slice(0, width)), (slice(y1, height), slice(0, width)),
+             (slice(y0, y1), slice(0, x0)), (slice(y0, y1), slice(x1, width))]
+    return [(rows, cols) for rows, cols in boxes if rows.stop > rows.start and cols.stop > cols.start]

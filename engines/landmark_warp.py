@@ -16,6 +16,7 @@ import numpy as np
 from . import face
 from .base import Engine, EngineJob, Holding
 from .eye_blink import blink_track, eye_rigs
+from .fields import boxes_around
 from .head_motion import HeadRig, motion_track
 from .mouth_track import StreamedMouthTrack
 from .mouth_warp import MouthRig
@@ -70,6 +71,7 @@ class LandmarkWarpEngine(Engine):
         # three, with the same values.
         source = cv2.cvtColor(portrait, cv2.COLOR_RGB2RGBA)
         expression = source.copy()  # portrait with this frame's mouth and eyes; background never changes
+        around_head = boxes_around(head.y0, head.y1, head.x0, head.x1, *portrait.shape[:2])
         for i in range(n_frames):
             track.wait_for(i)
             expression[mouth.y0 : mouth.y1, mouth.x0 : mouth.x1] = mouth.render(
@@ -79,7 +81,11 @@ class LandmarkWarpEngine(Engine):
             for eye in eyes:
                 region = (slice(eye.y0, eye.y1), slice(eye.x0, eye.x1))
                 expression[region] = eye.render(source, float(closure[i])) if closure[i] > BLINK_EPSILON else source[region]
-            frame = cv2.cvtColor(expression, cv2.COLOR_RGBA2RGB)
-            head_region = head.render(expression, float(angles[i]), float(shifts_x[i]), float(shifts_y[i]))
-            frame[head.y0 : head.y1, head.x0 : head.x1] = cv2.cvtColor(head_region, cv2.COLOR_RGBA2RGB)
+            # Converted back to RGB straight into the frame (cv2 writes into the views): the head region from its
+            # warp, the rest from the expression.
+            frame = np.empty_like(portrait)
+            for rows, cols in around_head:
+                cv2.cvtColor(expression[rows, cols], cv2.COLOR_RGBA2RGB, dst=frame[rows, cols])
+            cv2.cvtColor(head.render(expression, float(angles[i]), float(shifts_x[i]), float(shifts_y[i])),
+                         cv2.COLOR_RGBA2RGB, dst=frame[head.y0 : head.y1, head.x0 : head.x1])
             yield frame
