@@ -113,14 +113,14 @@ def paint_interior(region: np.ndarray, rows: np.ndarray, columns: np.ndarray, to
     from_top, from_bottom = y - top, bottom - y
     # Coverage of each pixel by the opening (soft one-pixel edge), fading out at the corners.
     corners = smoothstep(1.0, 1.0 - CORNER_FADE, np.abs(across))
-    coverage = np.clip(np.minimum(from_top + 0.5, from_bottom + 0.5), 0, 1) * np.clip(gap / 1.5, 0, 1) * corners
-    # Cavity: the lips' inner surface at the edges, dark in the depth; darker towards the corners.
     edge_distance = np.minimum(from_top, from_bottom)
+    coverage = np.clip(edge_distance + 0.5, 0, 1) * np.clip(gap / 1.5, 0, 1) * corners
+    # Cavity: the lips' inner surface at the edges, dark in the depth; darker towards the corners.
+    centre = np.clip(1 - across**2, 0, 1)
     depth = np.clip(edge_distance / (np.maximum(0.3 * gap, 1.5) + 0.03 * mw), 0, 1)
     depth = depth * depth * (3 - 2 * depth)
-    depth = depth * (0.75 + 0.25 * np.clip(1 - across**2, 0, 1))
+    depth = depth * (0.75 + 0.25 * centre)
     colour = palette.lip_shadow + (palette.cavity - palette.lip_shadow) * depth[..., None]
-    centre = np.clip(1 - across**2, 0, 1)
 
     # Tongue: a low mound in an open mouth; the tip raised behind the upper teeth for L / TH.
     if widest > 0.1 * mw or pose.tongue_tip > 0.01:
@@ -141,17 +141,19 @@ def _over(colour: np.ndarray, layer: np.ndarray, alpha: np.ndarray) -> np.ndarra
 
 def _tongue(colour, y, top, bottom, gap, across, mw, palette, pose):
     mound_height = np.minimum(0.45 * gap, 0.16 * mw) * np.sqrt(np.clip(1 - (across / 0.6) ** 2, 0, 1))
-    mound_top = bottom - mound_height
-    mound = (np.clip((y - mound_top) / np.maximum(0.25 * mound_height, 1.0), 0, 1)
+    below_top = y - (bottom - mound_height)
+    mound = (np.clip(below_top / np.maximum(0.25 * mound_height, 1.0), 0, 1)
              * np.clip((gap - 0.1 * mw) / (0.1 * mw), 0, 1) * (mound_height > 0.5))
-    # The tip rises from the floor of the mouth to just under the upper teeth's edge in the middle.
-    tip_half = 0.42
-    tip_reach = top + np.minimum(0.12 * mw, 0.55 * gap) * 0.5
-    tip_top = tip_reach + (bottom - tip_reach) * np.clip((across / tip_half) ** 2, 0, 1.5)
-    tip = np.clip(y - tip_top + 0.5, 0, 1) * pose.tongue_tip
-    tongue_alpha = np.maximum(mound, tip * np.clip(gap / (0.04 * mw), 0, 1))
+    tongue_alpha = mound
+    if pose.tongue_tip != 0:  # (at 0 the tip's alpha is 0 and the mound's, never below 0, stays)
+        # The tip rises from the floor of the mouth to just under the upper teeth's edge in the middle.
+        tip_half = 0.42
+        tip_reach = top + np.minimum(0.12 * mw, 0.55 * gap) * 0.5
+        tip_top = tip_reach + (bottom - tip_reach) * np.clip((across / tip_half) ** 2, 0, 1.5)
+        tip = np.clip(y - tip_top + 0.5, 0, 1) * pose.tongue_tip
+        tongue_alpha = np.maximum(mound, tip * np.clip(gap / (0.04 * mw), 0, 1))
     # Lit from the front: brightest at its top, darker down into the lower lip's shadow.
-    tongue_shade = 0.95 - 0.3 * np.clip((y - mound_top) / np.maximum(mound_height, 1.0), 0, 1)
+    tongue_shade = 0.95 - 0.3 * np.clip(below_top / np.maximum(mound_height, 1.0), 0, 1)
     return _over(colour, palette.tongue * tongue_shade[..., None], tongue_alpha)
 
 
