@@ -76,7 +76,7 @@ class LandmarkWarpEngine(Engine):
             track.wait_for(i)
             expression[mouth.y0 : mouth.y1, mouth.x0 : mouth.x1] = mouth.render(
                 source, float(track.opening[i]), float(track.width[i]), float(track.press[i]),
-                float(track.labiodental[i]), float(track.tongue[i]),
+                float(track.labiodental[i]), float(track.tongue[i]), sharp_source=portrait,
             )
             for eye in eyes:
                 region = (slice(eye.y0, eye.y1), slice(eye.x0, eye.x1))
