@@ -252,7 +252,9 @@ class MouthRig:
         points = self._grid_points
         for _ in range(FIXED_POINT_ITERATIONS):
             dx, dy_up, dy_lo = self._forward(points, pose)
-            sx, sy = self.grid_x - dx, np.stack((self.grid_y - dy_up, self.grid_y - dy_lo))
+            sx, sy = self.grid_x - dx, np.empty((2, *self.grid_y.shape), np.float32)
+            np.subtract(self.grid_y, dy_up, out=sy[UPPER])
+            np.subtract(self.grid_y, dy_lo, out=sy[LOWER])
             points = _Points(self, sx, sy, self._grid_points.window)
         shift_x, shift_y = sx - self.grid_x, sy - self.grid_y
         coarse = cv2.merge([shift_x[UPPER], shift_y[UPPER], shift_x[LOWER], shift_y[LOWER]])
