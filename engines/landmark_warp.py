@@ -58,6 +58,14 @@ class LandmarkWarpEngine(Engine):
         # Phones are recognised in the phone process, an utterance at a time, while frames render: frame i waits
         # only for the utterances its mouth depends on (track.wait_for). int16 PCM: half the memory of float32.
         track = StreamedMouthTrack(job.audio.analysis_pcm(), fps, n_frames, recogniser=shared_phone_process())
+        try:
+            yield from self._frames(job, track, rng)
+        finally:  # a job stopped early (deadline, failed encoder) leaves no utterances queued
+            track.close()
+
+    def _frames(self, job: EngineJob, track: StreamedMouthTrack, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        n_frames = job.frame_count
+        fps = float(job.fps)
         landmarks = job.landmarks
         mouth = MouthRig(landmarks, job.size, job.portrait)
         eyes = eye_rigs(landmarks, job.size)

@@ -129,7 +129,7 @@ class _CountingRecogniser:
     """Recognises in the calling thread and counts the utterances whose phones were asked for."""
 
     def __init__(self):
-        self.submitted = self.taken = 0
+        self.submitted = self.taken = self.cancelled = 0
 
     def submit(self, pcm):
         self.submitted += 1
@@ -141,7 +141,7 @@ class _CountingRecogniser:
                 return recognise_phones(pcm)
 
             def cancel(self):
-                pass
+                counter.cancelled += 1
 
         return Pending()
 
@@ -159,6 +159,15 @@ def test_the_first_frame_waits_for_the_first_utterance_only():
     again = mouth_track(pcm, 25.0, streamed.n_frames)
     np.testing.assert_array_equal(again.opening, whole.opening)
     np.testing.assert_array_equal(again.press, whole.press)
+
+
+def test_a_job_stopped_early_leaves_no_utterances_queued():
+    pcm = _sample_speech()
+    recogniser = _CountingRecogniser()
+    streamed = StreamedMouthTrack(pcm, 25.0, int(np.ceil(len(pcm) / 16000 * 25)), recogniser=recogniser)
+    streamed.wait_for(0)
+    streamed.close()
+    assert recogniser.cancelled == track_module.IN_FLIGHT and recogniser.taken == 1
 
 
 def test_the_phone_process_gives_this_threads_phones_and_survives_being_killed():
