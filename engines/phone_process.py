@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -38,10 +37,6 @@ from .phonemes import Phone, recognise_phones
 log = logging.getLogger(__name__)
 
 
-class ChildGone(Exception):
-    """The phone process could not be started or ended mid-utterance."""
-
-
 class PendingPhones:
     """The phones of one utterance, being recognised in the child; `result()` waits for them."""
 
@@ -52,7 +47,7 @@ class PendingPhones:
     def result(self) -> list[Phone]:
         try:
             return self._future.result()
-        except ChildGone as exc:
+        except ChildProcessError as exc:
             log.warning("phone recognition process unavailable (%s); recognising in this thread instead", exc)
             return recognise_phones(self._pcm)
 
@@ -98,7 +93,7 @@ class PhoneProcess:
         while self._queue:
             _, future = self._queue.popleft()
             if future.set_running_or_notify_cancel():
-                future.set_exception(ChildGone("the phone process was closed"))
+                future.set_exception(ChildProcessError("the phone process was closed"))
         self._stop_child()
 
     @property
@@ -117,10 +112,14 @@ class PhoneProcess:
             if not future.set_running_or_notify_cancel():  # cancelled while queued
                 continue
             try:
-                future.set_result(self._recognise(pcm))
-            except ChildGone as exc:
+                phones = self._recognise(pcm)
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, the waiting job recognises it itself
                 self._stop_child()
+                if not isinstance(exc, ChildProcessError):
+                    exc = ChildProcessError(f"its answer was unreadable: {exc}")
                 future.set_exception(exc)
+            else:
+                future.set_result(phones)
 
     def _recognise(self, pcm: np.ndarray) -> list[Phone]:
         child = self._running_child()
@@ -129,21 +128,19 @@ class PhoneProcess:
             child.stdin.flush()
             line = child.stdout.readline()
         except (BrokenPipeError, OSError, ValueError) as exc:
-            raise ChildGone(f"it ended: {exc}") from exc
+            raise ChildProcessError(f"it ended: {exc}") from exc
         if not line:
-            raise ChildGone(f"it ended with code {child.wait()}")
+            raise ChildProcessError(f"it ended with code {child.wait()}")
         return [Phone(label, start, end) for label, start, end in json.loads(line)]
 
     def _running_child(self) -> subprocess.Popen:
         if self._child is None or self._child.poll() is not None:
-            package_root = str(Path(__file__).resolve().parent.parent)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+            package_root = Path(__file__).resolve().parent.parent  # run from there, `-m engines...` finds it
             try:
                 self._child = subprocess.Popen([sys.executable, "-m", "engines.phone_worker"], stdin=subprocess.PIPE,
-                                               stdout=subprocess.PIPE, env=env)
+                                               stdout=subprocess.PIPE, cwd=package_root)
             except OSError as exc:
-                raise ChildGone(f"it could not start: {exc}") from exc
+                raise ChildProcessError(f"it could not start: {exc}") from exc
         return self._child
 
     def _stop_child(self) -> None:

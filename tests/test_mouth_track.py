@@ -193,6 +193,11 @@ def test_the_phone_process_gives_this_threads_phones_and_survives_being_killed()
         queued = [process.submit(pcm) for _ in range(3)]
         queued[-1].cancel()  # a job that stopped: its utterance is dropped, the others still come
         assert queued[0].result() == expected and queued[1].result() == expected
+        garbled = process._recognise
+        process._recognise = lambda pcm: (_ for _ in ()).throw(ValueError("not JSON"))  # an unreadable answer
+        assert process.submit(pcm).result() == expected  # recognised in this thread, no hang
+        process._recognise = garbled
+        assert process.submit(pcm).result() == expected
     finally:
         process.close()
     assert process.pid is None
