@@ -23,7 +23,7 @@ import numpy as np
 
 from schemas.errors import EncodeError
 
-from .encoder import AUDIO_BIT_RATE, PROFILES, Mp4Writer, even, nvenc_usable
+from .encoder import PROFILES, Mp4Writer, even, nvenc_usable
 from .media_audio import OUTPUT_RATE
 
 INIT_NAME = "init.mp4"
@@ -96,7 +96,7 @@ class HlsWriter(Mp4Writer):
             self._video.codec_context.colorspace = 6
             self._audio_stream = self._container.add_stream("aac", rate=OUTPUT_RATE, layout="mono",
                                                             options=profile.aac_options)
-            self._audio_stream.bit_rate = AUDIO_BIT_RATE
+            self._audio_stream.bit_rate = profile.audio_bit_rate
         except (av.error.FFmpegError, OSError) as exc:
             raise EncodeError(f"Cannot open the HLS encoder for {self.path}: {exc}") from exc
 
