@@ -93,6 +93,33 @@ class PeakRss:
         return round(self.peak / 2**20, 1)
 
 
+class CpuSeconds:
+    """CPU seconds used over a with-block by this process (all its threads) and by its children (the phone
+    process): with the render's wall time, how busy the cores were."""
+
+    def __enter__(self):
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc):
+        main, children = self._now()
+        self.main = round(main - self._start[0], 3)
+        self.children = round(sum(used - self._start[1].get(pid, 0.0) for pid, used in children.items()), 3)
+
+    @staticmethod
+    def _now() -> tuple[float, dict[int, float]]:
+        me = psutil.Process()
+        children = {}
+        for child in me.children(recursive=True):
+            try:
+                times = child.cpu_times()
+                children[child.pid] = times.user + times.system
+            except psutil.Error:  # ended between listing and reading
+                pass
+        times = me.cpu_times()
+        return times.user + times.system, children
+
+
 def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path, engines: EngineRegistry) -> dict:
     clip = load_audio(SAMPLES / "speech.wav")
     if clip.duration < seconds:
@@ -108,22 +135,26 @@ def bench_sizes(sizes: list[int], seconds: float, repeats: int, workdir: Path, e
     for size in sizes:
         runs = []
         for attempt in range(repeats):
-            with PeakRss() as memory:
+            with PeakRss() as memory, CpuSeconds() as cpu:
                 result = render(RenderRequest(face_path, audio_path, workdir / f"bench_{size}.mp4", mode="real_time",
                                               size=size), engines)
-            runs.append((result, memory.peak_mb))
-        best, peak_mb = min(runs, key=lambda run: run[0].render_seconds)
+            runs.append((result, memory.peak_mb, cpu))
+        best, peak_mb, cpu = min(runs, key=lambda run: run[0].render_seconds)
         results.append({
             "size": size,
             "frames": best.frames,
             "render_seconds": best.render_seconds,
-            "render_seconds_median": round(statistics.median(r.render_seconds for r, _ in runs), 3),
+            "render_seconds_median": round(statistics.median(r.render_seconds for r, *_ in runs), 3),
             "frames_per_second": round(best.frames / best.render_seconds, 1),
             "real_time_factor": round(best.render_seconds / best.audio_seconds, 3),
             "first_frame_seconds": best.first_frame_seconds,
             "peak_rss_mb": peak_mb,
             "stages_seconds": {"decode": best.decode_seconds, "frames": best.frames_seconds,
                                "encode": best.encode_seconds},
+            # CPU of the render's process (render + encoder threads) and of the phone process: on a machine whose
+            # cores are all busy, less CPU is the only way to a faster render.
+            "cpu_seconds": {"render_process": cpu.main, "phone_process": cpu.children},
+            "cores_busy": round((cpu.main + cpu.children) / best.render_seconds, 2),
             "encoder": best.encoder,
             "output_bytes": os.path.getsize(best.output),
         })

@@ -1,6 +1,7 @@
 """The CLI as a user runs it: one JSON line on success; a non-zero exit and one clear sentence on failure."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,8 @@ def test_bench_writes_json_figures(tmp_path):
         assert row["frames_per_second"] > 0 and row["real_time_factor"] > 0
         assert 0 < row["first_frame_seconds"] <= row["render_seconds"]
         assert row["peak_rss_mb"] > 50
+        assert row["cpu_seconds"]["render_process"] > 0 and row["cpu_seconds"]["phone_process"] > 0
+        assert 0 < row["cores_busy"] <= 2 * (os.cpu_count() or 1)
         assert row["real_time_factor"] == pytest.approx(row["render_seconds"] / 1.5, rel=0.02)
 
 
