@@ -244,14 +244,11 @@ def level(chunks: Iterable[np.ndarray], gain_db: float, ceiling_dbtp: float, blo
         yield _limit(buffer, gain, ceiling)[lead:]
 
 
-@dataclass(frozen=True, eq=False)
-class LeveledAudio:
-    """An Audio whose output track is `source`'s levelled by `gain_db` under `ceiling_dbtp`; everything else
-    (length, the analysis track the engines read) is the source's."""
+class _NewOutputTrack:
+    """An Audio built on `self.source` that changes only its output track (output_chunks): the length and the
+    analysis track the engines read are the source's."""
 
     source: object  # media_audio.Audio | StreamedAudio
-    gain_db: float
-    ceiling_dbtp: float
 
     @property
     def sample_rate(self) -> int:
@@ -271,11 +268,21 @@ class LeveledAudio:
     def analysis_samples(self) -> np.ndarray:
         return self.source.analysis_samples()
 
+
+@dataclass(frozen=True, eq=False)
+class LeveledAudio(_NewOutputTrack):
+    """An Audio whose output track is `source`'s levelled by `gain_db` under `ceiling_dbtp`; everything else
+    (length, the analysis track the engines read) is the source's."""
+
+    source: object  # media_audio.Audio | StreamedAudio
+    gain_db: float
+    ceiling_dbtp: float
+
     def output_chunks(self) -> Iterator[np.ndarray]:
         return level(self.source.output_chunks(), self.gain_db, self.ceiling_dbtp)
 
 
-class MeteredAudio:
+class MeteredAudio(_NewOutputTrack):
     """An Audio measured while the encoder reads its output track, so a render without a loudness target
     neither decodes the track a second time nor waits for a measuring pass before its first frame. Everything
     else is the source's. `loudness()` is the measurement of the first pass that read the whole track (a
@@ -284,24 +291,6 @@ class MeteredAudio:
     def __init__(self, source):
         self.source = source
         self._measured: Loudness | None = None
-
-    @property
-    def sample_rate(self) -> int:
-        return OUTPUT_RATE
-
-    @property
-    def n_samples(self) -> int:
-        return self.source.n_samples
-
-    @property
-    def duration(self) -> float:
-        return self.source.duration
-
-    def analysis_pcm(self) -> np.ndarray:
-        return self.source.analysis_pcm()
-
-    def analysis_samples(self) -> np.ndarray:
-        return self.source.analysis_samples()
 
     def output_chunks(self) -> Iterator[np.ndarray]:
         meter, fed = LoudnessMeter(), 0
