@@ -13,6 +13,12 @@ a short, deep dip of loudness inside speech is a stop or nasal closure, and clos
 recogniser named a sound there that keeps them apart (a fricative, an approximant, or a tongue stop or
 nasal: T, D, K, G, N, NG). Before speech that starts after a pause the lips meet too. On espeak-ng
 sentences (two voices, 62 M/B/P) this shuts the lips at 51 of them; the recogniser alone found 20.
+
+The track is streamed (StreamedMouthTrack): phones are recognised an utterance at a time (utterance_spans), in
+the phone process while frames render (engines/phone_process.py), and each frame is handed over as soon as the
+steps it depends on are known, with exactly the values smoothing the whole clip at once would give. The
+loudness envelope (and so the mouth's loudness scale, the closure dips and the head's nods) is the whole
+clip's, computed before the first frame.
 """
 
 from __future__ import annotations
