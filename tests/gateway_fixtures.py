@@ -3,9 +3,12 @@ mapping (the input policy the gateway checks with is the one the job step fetche
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from gateway.backends import InProcessBackend
+from gateway.kafka_backend import KafkaBackend
 from worker.settings import WorkerSettings
 
 
@@ -13,6 +16,19 @@ def in_process_backend(env: dict[str, str], output_dir: Path) -> InProcessBacken
     settings = WorkerSettings.from_env({"AVATAR_FORCE_CPU": "1", "MAX_ATTEMPTS": "1", **env,
                                         "OUTPUT_DIR": str(output_dir), "WORK_DIR": str(output_dir.parent / "work")})
     return InProcessBackend(settings)
+
+
+@contextmanager
+def kafka_gateway(broker: str, topics, renders: Path, env: dict[str, str], start_worker) -> Iterator[KafkaBackend]:
+    """A worker started with `env` and a gateway's Kafka backend following the same topics, both using the
+    renders folder `renders` (as a shared volume would); the backend is closed afterwards."""
+    start_worker(env)
+    backend = KafkaBackend(broker, topics, renders.resolve().as_uri())
+    try:
+        assert backend.wait_until_following(30)
+        yield backend
+    finally:
+        backend.close()
 
 
 def write_inputs(root: Path) -> Path:

@@ -7,21 +7,19 @@ from __future__ import annotations
 import dataclasses
 import io
 import threading
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import av
 import httpx
 import pyloudnorm
-import pytest
 
 from cli.submit import build_request, publish
 from engines.hls import INIT_NAME, playlist_entries
 from gateway.backends import InProcessBackend
 from gateway.rest import create_app
 from tests.conftest import job_ids_in, read_topic, worker_env
-from tests.gateway_fixtures import wait_for, write_inputs
+from tests.gateway_fixtures import kafka_gateway, wait_for, write_inputs
 from tests.http_server import serve
 from worker.job_step import pipeline_render
 from worker.security import SecurityPolicy
@@ -192,34 +190,27 @@ def test_mcp_render_avatar_takes_the_broadcast_fields(tmp_path):
 def test_rest_through_kafka_reports_segments_and_serves_hls_and_webm(broker, topics, clips, tmp_path, start_worker):
     """The gateway's Kafka backend: the worker's segment statuses and completion reach /status, and the files are
     served from the storage the gateway shares with the worker."""
-    from gateway.kafka_backend import KafkaBackend
-
     renders = tmp_path / "renders"
     env = worker_env(broker, topics, clips, renders)
-    start_worker(env)
-    backend = KafkaBackend(broker, topics, renders.resolve().as_uri())
-    try:
-        assert backend.wait_until_following(30)
-        with serve(create_app(backend, SecurityPolicy.from_env(env))) as base, \
-                httpx.Client(base_url=base, timeout=30) as client:
-            hls = client.post("/render", json={"avatarPath": "portrait.jpg", "audioPath": "long.wav", "size": 128,
-                                               "qualityMode": "real_time", "output": "hls"}).json()
-            webm = client.post("/render", json={"avatarPath": "portrait.jpg", "audioPath": "short.wav", "size": 128,
-                                                "qualityMode": "real_time", "output": "webm",
-                                                "canvas": {"size": "1280x720", "x": 0.3}}).json()
-            assert hls["output"] == (renders / hls["jobId"] / "index.m3u8").resolve().as_uri()
-            assert webm["output"] == (renders / f"{webm['jobId']}.webm").resolve().as_uri()
-            done = wait_for(client, hls["statusUrl"], timeout=120)
-            assert done["state"] == "succeeded", done
-            assert [s["index"] for s in done["segments"]] == [0, 1, 2, 3]  # 8 s in 2 s segments
-            assert done["playlistUri"] == done["output"] and done["outputFormat"] == "hls"
-            assert done["loudness"]["input"]["integratedLufs"] < -10
-            playlist = client.get(f"/renders/{hls['jobId']}/index.m3u8")
-            assert playlist.status_code == 200 and len(playlist_entries(playlist.text)) == 4
-            finished = wait_for(client, webm["statusUrl"], timeout=120)
-            assert finished["state"] == "succeeded" and finished["width"] == 1280 and finished["height"] == 720
-            served = client.get(f"/renders/{webm['jobId']}")
-            assert served.status_code == 200 and served.headers["content-type"] == "video/webm"
-            assert served.content[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a WebM file
-    finally:
-        backend.close()
+    with kafka_gateway(broker, topics, renders, env, start_worker) as backend, \
+            serve(create_app(backend, SecurityPolicy.from_env(env))) as base, \
+            httpx.Client(base_url=base, timeout=30) as client:
+        hls = client.post("/render", json={"avatarPath": "portrait.jpg", "audioPath": "long.wav", "size": 128,
+                                           "qualityMode": "real_time", "output": "hls"}).json()
+        webm = client.post("/render", json={"avatarPath": "portrait.jpg", "audioPath": "short.wav", "size": 128,
+                                            "qualityMode": "real_time", "output": "webm",
+                                            "canvas": {"size": "1280x720", "x": 0.3}}).json()
+        assert hls["output"] == (renders / hls["jobId"] / "index.m3u8").resolve().as_uri()
+        assert webm["output"] == (renders / f"{webm['jobId']}.webm").resolve().as_uri()
+        done = wait_for(client, hls["statusUrl"], timeout=120)
+        assert done["state"] == "succeeded", done
+        assert [s["index"] for s in done["segments"]] == [0, 1, 2, 3]  # 8 s in 2 s segments
+        assert done["playlistUri"] == done["output"] and done["outputFormat"] == "hls"
+        assert done["loudness"]["input"]["integratedLufs"] < -10
+        playlist = client.get(f"/renders/{hls['jobId']}/index.m3u8")
+        assert playlist.status_code == 200 and len(playlist_entries(playlist.text)) == 4
+        finished = wait_for(client, webm["statusUrl"], timeout=120)
+        assert finished["state"] == "succeeded" and finished["width"] == 1280 and finished["height"] == 720
+        served = client.get(f"/renders/{webm['jobId']}")
+        assert served.status_code == 200 and served.headers["content-type"] == "video/webm"
+        assert served.content[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a WebM file

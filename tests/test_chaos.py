@@ -408,6 +408,13 @@ def test_chaos_worker_stalled_past_the_deadlines(long_form, broker, topics, clip
 # ----------------------------------------------------------------------------- a producer that turns fatal
 
 
+def _publish_and_wait(publisher, broker, topics, job: dict) -> list:
+    """Publish `job` and read the completed topic until its completion is there (the records read)."""
+    publisher.job(job)
+    publisher.flush()
+    return read_topic(broker, topics.completed, until=lambda r: job["jobId"] in {x["value"]["jobId"] for x in r})
+
+
 def test_a_fatal_producer_error_is_survived(broker, topics, clips, tmp_path, start_worker, caplog):
     """Seen in the broker-restart scenario: a restarted broker without the idempotent producer's state answers
     OUT_OF_ORDER_SEQUENCE_NUMBER, which is fatal for that producer and used to end the worker's loop. The worker
@@ -418,15 +425,11 @@ def test_a_fatal_producer_error_is_survived(broker, topics, clips, tmp_path, sta
     worker = start_worker(worker_env(broker, topics, clips, tmp_path / "renders", WORKER_WARMUP="0"))
     first = build_request(str(clips / "portrait.jpg"), str(clips / "short.wav"), "real_time", size=64)
     publisher = Publisher(broker, topics)
-    publisher.job(first)
-    publisher.flush()
-    read_topic(broker, topics.completed, until=lambda r: first["jobId"] in {x["value"]["jobId"] for x in r})
+    _publish_and_wait(publisher, broker, topics, first)
     old = worker.worker.producer
     worker.worker._note_fatal(KafkaError(KafkaError._FATAL, "injected: sequence desynchronization", fatal=True))
     second = build_request(str(clips / "portrait.jpg"), str(clips / "short.wav"), "real_time", size=64)
-    publisher.job(second)
-    publisher.flush()
-    done = read_topic(broker, topics.completed, until=lambda r: second["jobId"] in {x["value"]["jobId"] for x in r})
+    done = _publish_and_wait(publisher, broker, topics, second)
     assert second["jobId"] in {x["value"]["jobId"] for x in done}
     assert worker.worker.producer is not old and worker.thread.is_alive()
     assert any("replacing it" in r.getMessage() for r in caplog.records)
@@ -439,9 +442,7 @@ def test_a_redelivered_completed_job_is_answered_not_rendered_again(broker, topi
     worker = start_worker(worker_env(broker, topics, clips, tmp_path / "renders", WORKER_WARMUP="0"))
     job = build_request(str(clips / "portrait.jpg"), str(clips / "short.wav"), "real_time", size=64)
     publisher = Publisher(broker, topics)
-    publisher.job(job)
-    publisher.flush()
-    read_topic(broker, topics.completed, until=lambda r: job["jobId"] in {x["value"]["jobId"] for x in r})
+    _publish_and_wait(publisher, broker, topics, job)
     publisher.job(job)  # the same record again, as a redelivery would bring it
     publisher.flush()
     done = read_topic(broker, topics.completed, until=lambda r: len(r) >= 2, timeout=30)

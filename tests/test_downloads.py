@@ -16,12 +16,11 @@ import boto3
 import httpx
 import pytest
 
-from gateway.kafka_backend import KafkaBackend
 from gateway.rest import create_app
 from gateway.settings import GatewaySettings
 from schemas.errors import SettingsError
 from tests.conftest import worker_env
-from tests.gateway_fixtures import in_process_backend, wait_for, write_inputs
+from tests.gateway_fixtures import in_process_backend, kafka_gateway, wait_for, write_inputs
 from tests.http_server import serve
 from tests.mcp_client import render_and_wait
 from tests.s3_server import AWS, moto_s3
@@ -257,20 +256,15 @@ def test_kafka_backend_serves_the_workers_output_from_a_shared_volume(broker, to
                                                                        start_worker) -> None:
     renders = tmp_path / "renders"
     env = worker_env(broker, topics, inputs, renders, UPLOAD_DIR=str(tmp_path / "uploads"))
-    start_worker(env)
-    backend = KafkaBackend(broker, topics, renders.resolve().as_uri())
-    try:
-        assert backend.wait_until_following(30)
-        with serve(create_app(backend, SecurityPolicy.from_env(env))) as base_url, \
-                httpx.Client(base_url=base_url, timeout=30) as client:
-            job, status = submit(client)
-            assert status["state"] == "succeeded", status
-            assert status["download"] == f"{base_url}/renders/{job['jobId']}"
-            video = (renders / f"{job['jobId']}.mp4").read_bytes()
-            assert client.get(status["download"]).content == video
-            part = client.get(status["download"], headers={"Range": "bytes=-64"})
-            assert part.status_code == 206 and part.content == video[-64:]
-            _, failed = submit(client, "sky.png")
-            assert failed["state"] == "failed" and "output" not in failed and "download" not in failed
-    finally:
-        backend.close()
+    with kafka_gateway(broker, topics, renders, env, start_worker) as backend, \
+            serve(create_app(backend, SecurityPolicy.from_env(env))) as base_url, \
+            httpx.Client(base_url=base_url, timeout=30) as client:
+        job, status = submit(client)
+        assert status["state"] == "succeeded", status
+        assert status["download"] == f"{base_url}/renders/{job['jobId']}"
+        video = (renders / f"{job['jobId']}.mp4").read_bytes()
+        assert client.get(status["download"]).content == video
+        part = client.get(status["download"], headers={"Range": "bytes=-64"})
+        assert part.status_code == 206 and part.content == video[-64:]
+        _, failed = submit(client, "sky.png")
+        assert failed["state"] == "failed" and "output" not in failed and "download" not in failed

@@ -12,7 +12,7 @@ from PIL import Image
 
 from engines.media_audio import OUTPUT_RATE, write_wav
 from tests.conftest import worker_env
-from tests.gateway_fixtures import wait_for
+from tests.gateway_fixtures import kafka_gateway, wait_for
 from tests.http_server import serve
 from tests.mcp_client import render_and_wait
 from tests.media_fixtures import PORTRAIT, speech_samples
@@ -35,11 +35,8 @@ def inputs(tmp_path: Path) -> Path:
 def pipeline(broker, topics, inputs: Path, tmp_path: Path, start_worker):
     """A worker on the test's topics and a gateway backend following them."""
     env = worker_env(broker, topics, inputs, tmp_path / "renders", UPLOAD_DIR=str(tmp_path / "uploads"))
-    start_worker(env)
-    backend = KafkaBackend(broker, topics, (tmp_path / "renders").resolve().as_uri())
-    assert backend.wait_until_following(30)
-    yield env, backend, SecurityPolicy.from_env(env)
-    backend.close()
+    with kafka_gateway(broker, topics, tmp_path / "renders", env, start_worker) as backend:
+        yield env, backend, SecurityPolicy.from_env(env)
 
 
 
