@@ -368,11 +368,16 @@ def _pcm16(samples_16k: np.ndarray) -> np.ndarray:
 
 
 def _any_in_frames(mask: np.ndarray, fps: float, frames: np.ndarray) -> np.ndarray:
-    """Per video frame of `frames`: whether any 10 ms step of its span (shifted earlier by the lip lead) is set."""
+    """Per video frame of `frames`: whether any 10 ms step of its span (shifted earlier by the lip lead) is set.
+    Only the steps those frames cover are read: the streamed track asks for a few frames at a time."""
     starts = np.floor((frames / fps + LEAD_SECONDS) / PHONE_HOP_SECONDS).astype(int)
     stops = np.maximum(starts + 1, np.floor(((frames + 1) / fps + LEAD_SECONDS) / PHONE_HOP_SECONDS).astype(int))
-    counts = np.concatenate([[0], np.cumsum(mask)])
-    return (counts[np.clip(stops, 0, len(mask))] - counts[np.clip(starts, 0, len(mask))]) > 0
+    starts, stops = np.clip(starts, 0, len(mask)), np.clip(stops, 0, len(mask))
+    if not len(frames):
+        return np.zeros(0, bool)
+    first = int(starts.min())
+    counts = np.concatenate([[0], np.cumsum(mask[first : int(stops.max())])])
+    return (counts[stops - first] - counts[starts - first]) > 0
 
 
 def _any_in_video_frame(mask: np.ndarray, fps: float, n_frames: int) -> np.ndarray:
@@ -381,7 +386,14 @@ def _any_in_video_frame(mask: np.ndarray, fps: float, n_frames: int) -> np.ndarr
 
 
 def _per_video_frame(track: np.ndarray, fps: float, frames: np.ndarray) -> np.ndarray:
-    """Sample a 100 Hz track at each video frame's midpoint, shifted earlier by the lip lead."""
+    """Sample a 100 Hz track at each video frame's midpoint, shifted earlier by the lip lead (0 past its end).
+    Only the steps around those times are read (the same values as interpolating over the whole track)."""
     times = (frames + 0.5) / fps + LEAD_SECONDS
-    steps = np.arange(len(track)) * PHONE_HOP_SECONDS
-    return np.interp(times, steps, track, left=0.0, right=0.0).astype(np.float32)
+    if not len(frames):
+        return np.zeros(0, np.float32)
+    first = max(0, int(np.floor(times.min() / PHONE_HOP_SECONDS)) - 1)
+    end = min(len(track), int(np.floor(times.max() / PHONE_HOP_SECONDS)) + 3)
+    if end <= first:  # every time is past the track's end
+        return np.zeros(len(frames), np.float32)
+    steps = np.arange(first, end) * PHONE_HOP_SECONDS
+    return np.interp(times, steps, track[first:end], left=0.0, right=0.0).astype(np.float32)
