@@ -52,20 +52,19 @@ class LandmarkWarpEngine(Engine):
         shared_phone_process().close()
 
     def render(self, job: EngineJob) -> Iterator[np.ndarray]:
-        n_frames = job.frame_count
-        fps = float(job.fps)  # frame times i / fps as float arrays; exact timing is the encoder's
-        rng = np.random.default_rng(job.seed)
         # Phones are recognised in the phone process, an utterance at a time, while frames render: frame i waits
         # only for the utterances its mouth depends on (track.wait_for). int16 PCM: half the memory of float32.
-        track = StreamedMouthTrack(job.audio.analysis_pcm(), fps, n_frames, recogniser=shared_phone_process())
+        track = StreamedMouthTrack(job.audio.analysis_pcm(), float(job.fps), job.frame_count,
+                                   recogniser=shared_phone_process())
         try:
-            yield from self._frames(job, track, rng)
+            yield from self._frames(job, track)
         finally:  # a job stopped early (deadline, failed encoder) leaves no utterances queued
             track.close()
 
-    def _frames(self, job: EngineJob, track: StreamedMouthTrack, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    def _frames(self, job: EngineJob, track: StreamedMouthTrack) -> Iterator[np.ndarray]:
         n_frames = job.frame_count
-        fps = float(job.fps)
+        fps = float(job.fps)  # frame times i / fps as float arrays; exact timing is the encoder's
+        rng = np.random.default_rng(job.seed)
         landmarks = job.landmarks
         mouth = MouthRig(landmarks, job.size, job.portrait)
         eyes = eye_rigs(landmarks, job.size)
