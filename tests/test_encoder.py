@@ -142,3 +142,18 @@ def test_streamed_analysis_track_equals_the_whole_signal_resample(tmp_path):
     rng = np.random.default_rng(3)
     wav = write_wav(tmp_path / "noise.wav", (0.3 * rng.standard_normal(25 * OUTPUT_RATE + 7)).astype(np.float32))
     assert np.array_equal(open_audio(wav).analysis_pcm(), load_audio(wav).analysis_pcm())
+
+
+def test_audio_bit_rate_follows_the_mode(tmp_path):
+    """real_time sends speech at 96 kb/s (AAC's cost grows with the bit rate), high_quality at 128 kb/s."""
+    from tests.media_fixtures import speech_samples
+
+    speech = Audio(speech_samples()[: 5 * OUTPUT_RATE])
+    for mode, expected in (("real_time", 96_000), ("high_quality", 128_000)):
+        assert PROFILES[mode].audio_bit_rate == expected
+        path = _write(tmp_path / f"{mode}.mp4", speech, mode, size=64, noise=False)
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            sent = sum(packet.size for packet in container.demux(stream)) * 8
+            seconds = float(stream.duration * stream.time_base)
+        assert 0.8 * expected < sent / seconds < 1.15 * expected, (mode, sent / seconds)
