@@ -142,7 +142,7 @@ class Mp4Writer:
             rgb = rgb[: self.height, : self.width]
         # OpenCV's SIMD colour conversion is several times faster than swscale's RGB path here.
         yuv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")  # no copy: the encoder copies it in
         frame.pts = self.frames_written
         frame.time_base = 1 / self.fps
         self._mux(self._video.encode(frame))
