@@ -157,3 +157,66 @@ def test_audio_bit_rate_follows_the_mode(tmp_path):
             sent = sum(packet.size for packet in container.demux(stream)) * 8
             seconds = float(stream.duration * stream.time_base)
         assert 0.8 * expected < sent / seconds < 1.15 * expected, (mode, sent / seconds)
+
+
+class _CountedTrack(Audio):
+    """An Audio whose output track comes in 1024-sample chunks, counting what was read (and failing after
+    `fail_after` samples, or ending early when it claims more samples than it has)."""
+
+    def __init__(self, samples: np.ndarray, claimed: int | None = None, fail_after: int | None = None):
+        super().__init__(samples)
+        self.claimed, self.fail_after, self.read = claimed, fail_after, 0
+
+    @property
+    def n_samples(self) -> int:
+        return self.claimed or len(self.samples)
+
+    def output_chunks(self):
+        for start in range(0, len(self.samples), 1024):
+            if self.fail_after is not None and start >= self.fail_after:
+                raise ValueError("the audio source broke")
+            self.read += 1024
+            yield self.samples[start : start + 1024]
+
+
+def _audio_threads() -> list:
+    import threading
+
+    return [thread for thread in threading.enumerate() if thread.name == "audio-encoder"]
+
+
+def test_audio_is_encoded_ahead_a_bounded_amount_and_stopped_with_the_writer(tmp_path):
+    """The audio thread (engines/audio_ahead.py) runs ahead of the video by at most AHEAD_FRAMES frames, so a
+    long track is never all in memory; a failed render stops it."""
+    import time
+
+    from engines.audio_ahead import AHEAD_FRAMES
+
+    track = _CountedTrack(np.zeros(600 * OUTPUT_RATE, np.float32))  # 10 minutes
+    with pytest.raises(RuntimeError):
+        with Mp4Writer(tmp_path / "long.mp4", fps=FPS, width=64, height=64, mode="real_time", audio=track,
+                       use_nvenc=False) as writer:
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+            read = -1
+            while read != track.read:  # until the thread waits on its full queue
+                read = track.read
+                time.sleep(0.2)
+            assert 0 < track.read <= (AHEAD_FRAMES + 4) * 1024 < 0.05 * track.n_samples
+            raise RuntimeError("engine crashed")
+    assert not (tmp_path / "long.mp4").exists()
+    assert not _audio_threads()
+
+
+def test_audio_errors_reach_the_writer_and_short_tracks_are_refused(tmp_path):
+    from schemas.errors import EncodeError
+
+    samples = np.zeros(3 * OUTPUT_RATE, np.float32)
+    for track, error, text in ((_CountedTrack(samples, fail_after=OUTPUT_RATE), ValueError, "broke"),
+                               (_CountedTrack(samples, claimed=4 * OUTPUT_RATE), EncodeError, "ended after")):
+        path = tmp_path / "broken.mp4"
+        with pytest.raises(error, match=text):
+            with Mp4Writer(path, fps=FPS, width=64, height=64, mode="real_time", audio=track, use_nvenc=False) as writer:
+                for _ in range(4 * FPS):
+                    writer.write(np.zeros((64, 64, 3), np.uint8))
+        assert not path.exists()
+        assert not _audio_threads()
