@@ -1,8 +1,7 @@
 """H.264 + AAC MP4 writer on PyAV (libx264, or h264_nvenc when an NVIDIA encoder is usable).
 
-Frames are encoded as they are rendered, so a long render never holds the whole video in memory. The audio is
-encoded on its own thread a few seconds ahead (engines/audio_ahead.py) and muxed up to the time of the last video
-frame, so the file is interleaved for progressive play.
+Frames are encoded as they are rendered, so a long render never holds the whole video in memory. Audio is
+encoded alongside, up to the time of the last video frame, so the file is interleaved for progressive play.
 
 Timestamps are exact at any rational frame rate: the video time base is 1/fps itself (1001/30000 s at
 30000/1001), frame i has pts i, and audio is cut at the exact sample of each frame's end, so a 10-minute file at
@@ -22,7 +21,6 @@ import cv2
 import numpy as np
 
 from schemas.errors import EncodeError
-from .audio_ahead import AudioAhead
 from .media_audio import OUTPUT_RATE, Audio
 
 log = logging.getLogger(__name__)
@@ -128,10 +126,12 @@ class Mp4Writer:
             raise EncodeError(f"Cannot open the encoder for {self.path}: {exc}") from exc
 
     def _start(self, audio: Audio) -> None:
-        """Frame counter at zero, the audio not started (also for the writers built on this one: alpha, HLS)."""
+        """Frame and audio counters at zero (also for the writers built on this one: alpha, HLS)."""
         self.audio = audio
         self.frames_written = 0
-        self._audio_ahead: AudioAhead | None = None  # started with the first frame (engines/audio_ahead.py)
+        self._audio_cursor = 0
+        self._audio_chunks = audio.output_chunks()  # 48 kHz float32 pieces, read as the video advances
+        self._audio_pending = np.zeros(0, np.float32)
 
     @property
     def encoder_label(self) -> str:
@@ -153,11 +153,10 @@ class Mp4Writer:
         """Flush both encoders and finish the file (moov moved to the front)."""
         self._write_audio_until(None)
         self._mux(self._video.encode(None))
-        self._mux(self._audio().take_flush())
+        self._mux(self._audio_stream.encode(None))
         self._container.close()
 
     def abort(self) -> None:
-        self._stop_audio()
         try:
             self._container.close()
         except Exception:  # noqa: BLE001 - the file is being thrown away anyway
@@ -165,23 +164,24 @@ class Mp4Writer:
         self.path.unlink(missing_ok=True)
 
     def _write_audio_until(self, seconds: Fraction | None) -> None:
-        """Mux the audio up to `seconds` (every frame that ends by then), or all of it (None)."""
-        if seconds is None:
-            self._mux(self._audio().take_rest())
-        else:
-            self._mux(self._audio().take_until(min(self.audio.n_samples, int(seconds * OUTPUT_RATE))))
+        total = self.audio.n_samples
+        end = total if seconds is None else min(total, int(seconds * OUTPUT_RATE))
+        while self._audio_cursor + AAC_FRAME <= end or (seconds is None and self._audio_cursor < end):
+            chunk = self._next_audio(min(AAC_FRAME, end - self._audio_cursor))
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate = OUTPUT_RATE
+            frame.pts = self._audio_cursor
+            frame.time_base = Fraction(1, OUTPUT_RATE)
+            self._mux(self._audio_stream.encode(frame))
+            self._audio_cursor += len(chunk)
 
-    def _audio(self) -> AudioAhead:
-        """The audio encoding ahead on its thread, started once the header is written (the muxer may change the
-        stream's time base, which the encoded packets are stamped in)."""
-        if self._audio_ahead is None:
-            self._container.start_encoding()
-            self._audio_ahead = AudioAhead(self.audio, self._audio_stream, AAC_FRAME)
-        return self._audio_ahead
-
-    def _stop_audio(self) -> None:
-        if self._audio_ahead is not None:
-            self._audio_ahead.stop()
+    def _next_audio(self, count: int) -> np.ndarray:
+        """The next `count` output samples, taken from the audio's chunks as they come (a streamed file is
+        decoded a little ahead of the video, never held whole)."""
+        while self._audio_pending.size < count:
+            self._audio_pending = np.concatenate([self._audio_pending, next(self._audio_chunks)])
+        chunk, self._audio_pending = self._audio_pending[:count], self._audio_pending[count:]
+        return chunk
 
     def _mux(self, packets) -> None:
         try:

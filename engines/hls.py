@@ -109,7 +109,6 @@ class HlsWriter(Mp4Writer):
         self._announce()
 
     def abort(self) -> None:
-        self._stop_audio()
         try:
             self._container.close()
         except Exception:  # noqa: BLE001 - the files are being thrown away anyway
