@@ -31,7 +31,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 from scipy.signal import find_peaks
 
-from .media_audio import ANALYSIS_RATE
+from .media_audio import ANALYSIS_RATE, to_pcm16
 from .phonemes import PHONE_HOP_SECONDS, Phone, recognise_phones
 
 HOP = int(ANALYSIS_RATE * PHONE_HOP_SECONDS)  # 160 samples: one analysis step = one phone frame
@@ -362,9 +362,8 @@ def mouth_track(samples_16k: np.ndarray, fps: float, n_frames: int, use_phones: 
 
 
 def _pcm16(samples_16k: np.ndarray) -> np.ndarray:
-    if samples_16k.dtype == np.int16:
-        return samples_16k
-    return (np.clip(samples_16k, -1.0, 1.0) * 32767).astype(np.int16)
+    """What the recogniser is sent: int16 PCM as it is, float samples converted (media_audio.to_pcm16)."""
+    return samples_16k if samples_16k.dtype == np.int16 else to_pcm16(samples_16k)
 
 
 def _any_in_frames(mask: np.ndarray, fps: float, frames: np.ndarray) -> np.ndarray:
