@@ -334,10 +334,9 @@ def prepare(audio, target: LoudnessTarget | None):
     "target": {integratedLufs, truePeakDbtp, preset}, "gainDb"}. (Renders without a target measure the track
     as it is encoded instead: MeteredAudio, metered_report.)"""
     measured = measure(audio.output_chunks())
-    report = {"input": measured.as_dict()}
     if target is None:
-        report["output"] = measured.as_dict()
-        return audio, report
+        return audio, _untouched_report(measured)
+    report = {"input": measured.as_dict()}
     leveled, delivered = normalise(audio, target, measured)
     report.update(output=delivered.as_dict(), gainDb=round(leveled.gain_db, 2),
                   target={"integratedLufs": target.lufs, "truePeakDbtp": target.true_peak, "preset": target.preset})
@@ -348,6 +347,10 @@ def prepare(audio, target: LoudnessTarget | None):
 
 
 def metered_report(audio: MeteredAudio) -> dict:
-    """The loudness report of a render without a target (as prepare's): input and output are the same track."""
-    measured = audio.loudness().as_dict()
-    return {"input": measured, "output": dict(measured)}
+    """The loudness report of a render without a target (as prepare's)."""
+    return _untouched_report(audio.loudness())
+
+
+def _untouched_report(measured: Loudness) -> dict:
+    """The report of a track delivered as it came: input and output are the same measurement."""
+    return {"input": measured.as_dict(), "output": measured.as_dict()}
