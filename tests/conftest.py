@@ -93,13 +93,14 @@ def worker_env(broker: str, topics, clips: Path, output_dir: Path, **extra) -> d
 class InProcessWorker:
     """A Worker on a thread of the test process (fast: the engine stays warm between tests)."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], render=None):
+        """render: the job step's render function (default: the worker's own, over this machine's engines)."""
         from worker import metrics
         from worker.consumer import Worker
         from worker.settings import WorkerSettings
 
         self.settings = WorkerSettings.from_env(env)
-        self.worker = Worker(self.settings)
+        self.worker = Worker(self.settings, render=render)
         self.server = metrics.serve("127.0.0.1", 0, self.worker.health)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()
@@ -119,8 +120,8 @@ class InProcessWorker:
 def start_worker():
     started: list[InProcessWorker] = []
 
-    def start(env: dict[str, str]) -> InProcessWorker:
-        started.append(InProcessWorker(env))
+    def start(env: dict[str, str], render=None) -> InProcessWorker:
+        started.append(InProcessWorker(env, render))
         return started[-1]
 
     yield start

@@ -178,6 +178,34 @@ class HqWorker(InProcessWorker):
         self.thread.start()
 
 
+class HeldRender:
+    """The worker's own render, told to hold the next job it starts until the test releases it.
+
+    It lets a test fill the worker's queue behind one running job whatever the machine's speed."""
+
+    def __init__(self, models):
+        import threading
+
+        from worker.job_step import pipeline_render
+
+        self.render = pipeline_render(models)
+        self.armed = threading.Event()  # the next render call holds
+        self.holding = threading.Event()  # a render call is held now
+        self.release = threading.Event()
+
+    def hold_next(self) -> None:
+        self.release.clear()
+        self.holding.clear()
+        self.armed.set()
+
+    def __call__(self, request):
+        if self.armed.is_set():
+            self.armed.clear()
+            self.holding.set()
+            self.release.wait(120)  # bounded: a test that never releases fails on its own waits, not here
+        return self.render(request)
+
+
 def _wait(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -205,6 +233,7 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
     from gateway.rest import create_app
     from http_server import serve
     from worker.security import SecurityPolicy
+    from worker.settings import WorkerSettings
 
     out = tmp_path / "renders"
     common = {"HEARTBEAT_SECONDS": "0.5", "WORKER_WARMUP": "0", "LANE_MAX_SKIPS": "4"}
@@ -213,7 +242,8 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
     hq_env = worker_env(broker, topics, clips, out, WORKER_MODES="high_quality", WORKER_POOL="gpu-hq",
                         WORKER_ID="hq-1", MODEL_ROOT=str(tmp_path / "models"), WORK_DIR=str(tmp_path / "hq-work"),
                         **common)
-    cpu = start_worker(cpu_env)
+    held = HeldRender(WorkerSettings.from_env(cpu_env).models)
+    cpu = start_worker(cpu_env, render=held)
     hq = HqWorker(hq_env, tmp_path)
     try:
         backend = KafkaBackend(broker, topics, out.resolve().as_uri())
@@ -276,15 +306,12 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
         event = _completions(broker, topics, {auto_now["jobId"]})[auto_now["jobId"]]
         assert (event["workerId"], event["mode"], event["requestedMode"]) == ("cpu-1", "real_time", "auto")
 
-        # Urgent overtakes queued bulk: six 3 s bulk jobs queue on the one-slot CPU worker, then one urgent job.
-        # The bulk jobs render at 384 px (about a second each on a quiet 2-core machine): at 128 px a quick
-        # machine rendered them as fast as they arrived and four were never queued at once.
-        from engines.media_audio import load_audio, write_wav
-
-        three = clips / "three.wav"
-        if not three.exists():
-            write_wav(three, load_audio(clips / "long.wav").trimmed(3.0).samples)
-        bulk = [build_request(face, str(three), "real_time", size=384, priority=0) for _ in range(6)]
+        # Urgent overtakes queued bulk: the CPU worker's one slot is held on the first of six bulk jobs until the
+        # other five are queued in the worker and the urgent job has arrived behind them; released, the urgent
+        # job is the next to start. (Timing it instead raced the machine: a quick one rendered the bulk jobs as
+        # fast as they arrived.)
+        held.hold_next()
+        bulk = [build_request(face, short, "real_time", size=128, priority=0) for _ in range(6)]
         urgent = build_request(face, short, "real_time", size=128, priority=9)
         from worker.kafka import request_producer
 
@@ -293,15 +320,18 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
             publish(broker, topics, request, producer=producer)
         bulk_ids = {b["jobId"] for b in bulk}
 
-        def bulk_queued_in_the_worker() -> int:  # read from the test thread: retried if the dict changes
+        def queued_in_the_worker(lane: str) -> int:  # read from the test thread: retried if the dict changes
             try:
                 return sum(r.state == "queued" for tp, backlog in list(cpu.worker.records.items())
-                           if tp[0].endswith(".bulk") for r in list(backlog))
+                           if tp[0].endswith(f".{lane}") for r in list(backlog))
             except RuntimeError:
                 return 0
 
-        _wait(lambda: bulk_queued_in_the_worker() >= 4, 60, "bulk jobs to queue in the worker")
+        _wait(lambda: held.holding.is_set() and queued_in_the_worker("bulk") == 5, 60,
+              "one bulk job to render (held) and five to queue behind it")
         publish(broker, topics, urgent, producer=producer)
+        _wait(lambda: queued_in_the_worker("urgent") == 1, 60, "the urgent job to reach the worker")
+        held.release.set()
         ids = bulk_ids | {urgent["jobId"]}
         done = read_topic(broker, topics.completed, until=lambda r: ids <= job_ids_in(r), timeout=120)
         completions = [r["value"]["jobId"] for r in done if r["value"]["jobId"] in ids]
@@ -310,10 +340,9 @@ def test_two_pools_hq_jobs_reach_only_the_hq_pool_auto_follows_the_fleet_urgent_
             x["key"] in ids and x["value"]["state"] == "running" for x in r) >= len(ids))
         starts = [x["key"] for x in sorted(statuses, key=lambda x: x["value"]["updatedAt"])
                   if x["key"] in ids and x["value"]["state"] == "running"]
-        # Four bulk jobs were queued when it arrived: at most the one rendering (and one picked in the same
-        # instant) went before it; the queued ones waited.
-        assert starts.index(urgent["jobId"]) <= 2, starts
-        assert len(starts) - 1 - starts.index(urgent["jobId"]) >= 3
+        # The held bulk job started first; the urgent one came next, ahead of the five bulk jobs queued before it.
+        assert starts[0] in bulk_ids and starts[1] == urgent["jobId"], starts
+        assert set(starts[2:]) == bulk_ids - {starts[0]}, starts
         backend.close()
     finally:
         if hq.thread.is_alive():
