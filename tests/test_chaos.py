@@ -449,3 +449,38 @@ def test_a_redelivered_completed_job_is_answered_not_rendered_again(broker, topi
     # The same event, completedAt and durations included: sent again, not rendered again.
     assert len(done) == 2 and done[0]["value"] == done[1]["value"]
     assert worker.thread.is_alive()
+
+
+def test_succeeded_is_not_announced_before_the_completion_is_stored(broker, topics, clips, tmp_path, start_worker):
+    """The status topic's "succeeded" (what GET /status shows) is sent once the completion event is acknowledged.
+    Sent before it, a gateway could show "succeeded" without the completion's timings and sizes, or for a job
+    whose completion never got out. Here the completion cannot even be queued until the test allows it."""
+    import threading
+
+    worker = start_worker(worker_env(broker, topics, clips, tmp_path / "renders", WORKER_WARMUP="0"))
+    allowed = threading.Event()
+    refused = threading.Event()
+    produce = worker.worker._produce
+
+    def completion_held(topic, *args):
+        if topic == topics.completed and not allowed.is_set():
+            refused.set()
+            return False  # as if the producer's queue were full: the worker sends it again a second later
+        return produce(topic, *args)
+
+    worker.worker._produce = completion_held
+    job = build_request(str(clips / "portrait.jpg"), str(clips / "short.wav"), "real_time", size=64)
+    publisher = Publisher(broker, topics)
+    publisher.job(job)
+    publisher.flush()
+    try:
+        assert refused.wait(60), "the worker never tried to send the completion"
+        statuses = read_topic(broker, topics.status, timeout=3)
+        assert [x["value"]["state"] for x in statuses if x["key"] == job["jobId"]][-1] == "running"
+    finally:
+        allowed.set()  # a failed check still lets the worker finish and stop
+    done = read_topic(broker, topics.completed, until=lambda r: job["jobId"] in {x["value"]["jobId"] for x in r})
+    assert [x["value"]["jobId"] for x in done] == [job["jobId"]]
+    statuses = read_topic(broker, topics.status, timeout=30, until=lambda r: any(
+        x["key"] == job["jobId"] and x["value"]["state"] == "succeeded" for x in r))
+    assert [x["value"]["state"] for x in statuses if x["key"] == job["jobId"]][-1] == "succeeded"

@@ -70,7 +70,11 @@ def test_rest_gateway_submits_through_kafka_and_reports_the_workers_status(pipel
     try:
         assert replica.wait_until_following(30)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (replica.status(job["jobId"]) and replica.status(failing["jobId"])):
+        def state(job_id: str) -> str | None:
+            return (replica.status(job_id) or {}).get("state")
+
+        while time.monotonic() < deadline and not (state(job["jobId"]) == "succeeded"
+                                                   and state(failing["jobId"]) == "failed"):
             time.sleep(0.2)
         assert replica.status(job["jobId"])["state"] == "succeeded"
         assert replica.status(failing["jobId"])["state"] == "failed"

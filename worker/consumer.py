@@ -68,6 +68,8 @@ class Record:
     started: float = field(default_factory=time.perf_counter)
     resend_at: float = 0.0
     route: tuple | None = None  # a routed request: (lane topic, value, headers) to publish there
+    final_status: tuple | None = None  # (succeeded/failed status event, traceparent), sent once the outcome's
+    # events are acknowledged: a reader of the status topic never sees "succeeded" before the completion exists
 
     @property
     def tp(self) -> tuple[str, int]:
@@ -509,7 +511,7 @@ class Worker:
                       "workerId": self.settings.worker_id, "updatedAt": now_iso()}
             if outcome.dead_letter:
                 events.append((self.topics.dlq, message.value(), self._dlq_headers(message, outcome, failure)))
-        self._produce_status(status, traceparent)
+        record.final_status = (status, traceparent)
         for topic, value, headers in events:
             if self._produce(topic, value, job_id.encode(), headers,
                              lambda err, msg, record=record: self._delivered(record, err, msg)):
@@ -591,6 +593,8 @@ class Worker:
             record.resend_at = time.monotonic() + 1.0
             return
         record.state = "done"
+        if record.final_status is not None:
+            self._produce_status(*record.final_status)
         if outcome.state == "succeeded":
             self.completed_here[outcome.job_id] = outcome
             while len(self.completed_here) > MAX_REMEMBERED_COMPLETIONS:
