@@ -50,7 +50,7 @@ def topics(broker):
 
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory):
-    """Inputs under one allowed root: the portrait and speech of 1 s, 8 s and ~24 s."""
+    """Inputs under one allowed root: the portrait and speech of 1 s, 8 s and ~60 s."""
     import shutil
 
     import numpy as np
@@ -62,7 +62,9 @@ def clips(tmp_path_factory):
     shutil.copy(SAMPLES / "portrait.jpg", root / "portrait.jpg")
     write_wav(root / "short.wav", speech.trimmed(1.0).samples)
     write_wav(root / "long.wav", speech.trimmed(8.0).samples)
-    write_wav(root / "longer.wav", np.concatenate([speech.samples, speech.samples]))  # ~24 s: time to kill mid-job
+    # ~60 s, about 5 s of rendering at 256 px: a signal sent when its "running" status is read (up to a second
+    # later) lands mid-render even on a machine twice as quick. 8 s at 384 px took ~1 s, too close to that second.
+    write_wav(root / "minute.wav", np.concatenate([speech.samples] * 5))
     return root
 
 
@@ -177,6 +179,19 @@ def spawn_worker(tmp_path):
     for worker in started:
         worker.kill(signal.SIGKILL)
         worker.process.wait(10)
+
+
+def records_on(broker: str, topic: str) -> int:
+    """How many records `topic` holds now, from its partitions' offsets (nothing read, no waiting)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"counter-{uuid.uuid4()}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
+        return sum(high - low for low, high in marks)
+    finally:
+        consumer.close()
 
 
 def read_topic(broker: str, topic: str, until=lambda records: False, timeout: float = 60.0,
