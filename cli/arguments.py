@@ -115,15 +115,26 @@ def port(text: str) -> int:
 
 
 def output_file(example: str) -> Callable[[str], Path]:
-    """A `type=` function: a file to write, not a directory, not under a file, in a folder this user may write
-    (the folders missing are created when the file is written). `example` is the file name suggested."""
+    """A `type=` function: a regular file to write (or to create), not a folder, a device or a pipe, not under a
+    file, in a folder this user may write (the folders missing are created when the file is written). `example`
+    is the file name suggested. The output is written beside it and moved over it, so a device named here (say
+    /dev/null) would be replaced by a file, not written through: refused."""
 
     def parse(text: str) -> Path:
         out = Path(text)
-        if out.is_dir():
-            raise argparse.ArgumentTypeError(f"{out} is a directory; give the file to write, e.g. {out / example}")
-        folder = out.absolute().parent
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        try:
+            if out.is_dir():
+                raise argparse.ArgumentTypeError(f"{out} is a directory; give the file to write, e.g. {out / example}")
+            if text.endswith(("/", os.sep)):
+                raise argparse.ArgumentTypeError(f"{text} names a folder (it ends with /); give the file to write, "
+                                                 f"e.g. {out / example}")
+            if out.exists() and not out.is_file():
+                raise argparse.ArgumentTypeError(f"{out} is not a regular file (a device, pipe or socket); "
+                                                 "give a file to write")
+            folder = out.absolute().parent
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise argparse.ArgumentTypeError(f"{out} cannot be written: {exc.strerror or exc}") from None
         if not existing.is_dir():
             raise argparse.ArgumentTypeError(f"{out} cannot be written: {existing} is a file, not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):

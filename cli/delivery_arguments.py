@@ -7,8 +7,9 @@ import argparse
 import re
 
 from engines.canvas import CANVASES, Canvas
-from engines.delivery import OUTPUTS, Delivery
+from engines.delivery import DEFAULT_SEGMENT_SECONDS, OUTPUTS, Delivery
 from engines.loudness import PRESETS, LoudnessTarget
+from schemas.errors import InvalidParameter
 
 _COLOUR = re.compile(r"^#?[0-9a-fA-F]{6}$")
 
@@ -30,9 +31,10 @@ def _number(text: str) -> float:
 
 def add_delivery_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("broadcast formats")
-    group.add_argument("--format", choices=OUTPUTS, default="mp4", dest="output_format",
+    group.add_argument("--format", choices=OUTPUTS, default=None, dest="output_format",
                        help="mp4 (H.264+AAC), webm (VP9 with alpha), mov (ProRes 4444 with alpha), hls (segments "
-                            "while rendering; --out names the playlist, e.g. out/show/index.m3u8)")
+                            "while rendering; --out names the playlist, e.g. out/show/index.m3u8); default: "
+                            "render follows --out's extension, submit mp4")
     group.add_argument("--canvas", choices=list(CANVASES), default=None, help="place the avatar on this canvas")
     group.add_argument("--place", type=_place, default=None, metavar="X,Y",
                        help="the avatar's centre on the canvas, fractions of its width and height (default 0.5,0.5)")
@@ -44,7 +46,8 @@ def add_delivery_arguments(parser: argparse.ArgumentParser) -> None:
                        help="bring the speech to this loudness (EBU R128 -23, ATSC A/85 -24, web -16, or a number)")
     group.add_argument("--true-peak", type=_number, default=None, metavar="DBTP",
                        help="true-peak ceiling with --loudness (default: the preset's, or -1)")
-    group.add_argument("--segment-seconds", type=_number, default=2.0, help="HLS segment length, 1 to 2 s")
+    group.add_argument("--segment-seconds", type=_number, default=None,
+                       help=f"with --format hls: segment length, 1 to 2 s (default {DEFAULT_SEGMENT_SECONDS:g})")
     group.add_argument("--hls-mp4", action="store_true", help="with --format hls: also write one MP4 at the end")
 
 
@@ -56,11 +59,17 @@ def delivery_from_args(args: argparse.Namespace) -> Delivery:
         x, y = args.place or (0.5, 0.5)
         colour = image = None
         if args.background is not None:
+            if args.background.startswith("#") and not _COLOUR.match(args.background):
+                raise InvalidParameter(f"--background {args.background} is not a colour: give #RRGGBB, e.g. #1a2b3c.")
             colour, image = (args.background, None) if _COLOUR.match(args.background) else (None, args.background)
         canvas = Canvas(size=args.canvas or "1920x1080", x=x, y=y, scale=args.scale, background=colour,
                         background_uri=image)
     loudness = None
     if args.loudness is not None or args.true_peak is not None:
         loudness = LoudnessTarget.parse(args.loudness if args.loudness is not None else "ebu-r128", args.true_peak)
-    return Delivery(output=args.output_format, canvas=canvas, loudness=loudness,
-                    segment_seconds=args.segment_seconds, hls_mp4=args.hls_mp4)
+    output = args.output_format or "mp4"
+    if output != "hls" and (args.segment_seconds is not None or args.hls_mp4):
+        raise InvalidParameter(f"--segment-seconds and --hls-mp4 go with --format hls; this output is {output}.")
+    segment_seconds = DEFAULT_SEGMENT_SECONDS if args.segment_seconds is None else args.segment_seconds
+    return Delivery(output=output, canvas=canvas, loudness=loudness, segment_seconds=segment_seconds,
+                    hls_mp4=args.hls_mp4)

@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from schemas.errors import RenderError
+from schemas.errors import InvalidParameter, RenderError
+from engines.delivery import EXTENSIONS
 from engines.face_choice import FaceChoice
 from engines.pipeline import RenderRequest, render
 from engines.registry import EngineRegistry
@@ -23,7 +24,9 @@ from .failures import report
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face", required=True, type=Path, help="portrait image (PNG, JPEG or WebP)")
     parser.add_argument("--audio", required=True, type=Path, help="speech (WAV, MP3, M4A, OGG or FLAC)")
-    parser.add_argument("--out", required=True, type=output_file("talk.mp4"), help="output MP4 path")
+    parser.add_argument("--out", required=True, type=output_file("talk.mp4"),
+                        help="the video to write: .mp4, .webm, .mov or .m3u8 (HLS playlist); its extension sets "
+                             "the format unless --format is given")
     parser.add_argument("--mode", choices=QUALITY_MODES, default=None,
                         help="quality mode (default: DEFAULT_QUALITY_MODE or auto)")
     parser.add_argument("--engine", default=None, help="force one engine by name (see `avatar-renderer models list`)")
@@ -37,8 +40,28 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a video (MP4, MOV, WebM, MKV) whose head motion drives the portrait; high_quality only")
 
 
+def check_output(args: argparse.Namespace) -> None:
+    """--out against the other flags: its extension names the format (or must match --format), and it is none of
+    the input files (the render would replace the speech or the portrait with the video). Sets args.output_format."""
+    suffix = args.out.suffix.lower().lstrip(".")
+    formats = {extension: output for output, extension in EXTENSIONS.items()}
+    if args.output_format is None:
+        if suffix not in formats:
+            raise InvalidParameter(f"--out {args.out}: name the file .mp4, .webm, .mov or .m3u8 (HLS); the "
+                                   "format follows the extension (or say it with --format).")
+        args.output_format = formats[suffix]
+    elif suffix != EXTENSIONS[args.output_format]:
+        raise InvalidParameter(f"--out {args.out} does not match --format {args.output_format}: name it "
+                               f"{args.out.with_suffix('.' + EXTENSIONS[args.output_format]).name}.")
+    inputs = [args.face, args.audio, getattr(args, "driving_video", None), args.background]
+    for path in (Path(p) for p in inputs if p is not None):
+        if args.out.exists() and path.exists() and os.path.samefile(args.out, path):
+            raise InvalidParameter(f"--out {args.out} is one of the inputs ({path}); the video would replace it.")
+
+
 def render_request(args: argparse.Namespace) -> RenderRequest:
     """The parsed arguments as the render path takes them (fps already exact, --pick-face a FaceChoice)."""
+    check_output(args)
     return RenderRequest(
         face_path=args.face, audio_path=args.audio, out_path=args.out, mode=args.mode, engine=args.engine,
         fps=args.fps, size=args.size, seed=args.seed, face=args.pick_face or FaceChoice(),

@@ -159,4 +159,4 @@ def load_background(path: str | Path, max_pixels: int) -> np.ndarray:
     """A background image as RGB, read by the portrait's own loader (formats by content, EXIF, pixel limit)."""
     from .media_image import load_portrait
 
-    return load_portrait(path, max_pixels)
+    return load_portrait(path, max_pixels, what="background image")

@@ -15,16 +15,17 @@ ALLOWED_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-def load_portrait(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Return the image as an RGB uint8 array (H, W, 3), upright, with transparency composited on white."""
+def load_portrait(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "portrait") -> np.ndarray:
+    """Return the image as an RGB uint8 array (H, W, 3), upright, with transparency composited on white.
+    `what` names the image in errors (the canvas background is read by this loader too)."""
     path = Path(path)
     try:
         handle = open(path, "rb")
     except OSError as exc:
-        raise UnreadableInput(f"Cannot read the portrait {path}: {exc.strerror or exc}.") from exc
+        raise UnreadableInput(f"Cannot read the {what} {path}: {exc.strerror or exc}.") from exc
     with handle:
         if path.stat().st_size == 0:
-            raise NotAnImage(f"The portrait {path} is an empty file (0 bytes).")
+            raise NotAnImage(f"The {what} {path} is an empty file (0 bytes).")
         try:
             with warnings.catch_warnings():
                 # We enforce our own, stricter limit below before anything is decoded.
@@ -33,7 +34,7 @@ def load_portrait(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageTooLarge(
-                        f"The portrait {path} is {width}x{height} pixels; the limit is {max_pixels:,} pixels."
+                        f"The {what} {path} is {width}x{height} pixels; the limit is {max_pixels:,} pixels."
                     )
                 image = ImageOps.exif_transpose(image)
                 image.load()
@@ -41,10 +42,10 @@ def load_portrait(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
             raise
         except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
             raise NotAnImage(
-                f"The portrait {path} is not a PNG, JPEG or WebP image."
+                f"The {what} {path} is not a PNG, JPEG or WebP image."
             ) from exc
         except (OSError, SyntaxError, ValueError) as exc:
-            raise NotAnImage(f"The portrait {path} is a damaged image: {exc}.") from exc
+            raise NotAnImage(f"The {what} {path} is a damaged image: {exc}.") from exc
     return _to_rgb(image)
 
 

@@ -16,6 +16,7 @@ from schemas.errors import InvalidParameter
 from schemas.frame_rate import MAX_FPS, MIN_FPS, fps_number, fps_text, parse_fps
 
 from .base import EngineJob
+from .canvas import load_background
 from .delivery import Delivery, Picture, open_writer
 from .framing import FRAMINGS, frame_photo
 from .loudness import MeteredAudio, metered_report, prepare as prepare_loudness
@@ -149,7 +150,7 @@ def render(request: RenderRequest, engines: EngineRegistry) -> RenderResult:
     framed = frame_photo(portrait, request.size, request.framing, request.face)  # engines/framing.py
     background = None
     if delivery.canvas is not None and delivery.canvas.background_uri:
-        background = load_portrait(delivery.canvas.background_uri, settings.max_image_pixels)
+        background = load_background(delivery.canvas.background_uri, settings.max_image_pixels)
     picture = Picture(delivery, framed.width, framed.height, background)  # matte / canvas (engines/delivery.py)
     driving = None
     if request.driving_path is not None:  # checked now (length, frame size, a face); decoded while rendering

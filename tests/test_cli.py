@@ -196,9 +196,72 @@ def _main_error(capsys, *argv) -> str:
     (["submit", "--face", "f.jpg", "--audio", "a.wav", "--timeout", "-1"], "argument --timeout: must be more than 0"),
     (["bench", "--out", "/"], "argument --out: / is a directory; give the file to write, e.g. /bench.json"),
     (["render", "--face", "f.jpg"], "the following arguments are required: --audio, --out"),
+    # The output is moved over --out when done: a device would be replaced by a file, so it is refused.
+    (["render", "--face", "f.jpg", "--audio", "a.wav", "--out", "/dev/null"],
+     "argument --out: /dev/null is not a regular file (a device, pipe or socket)"),
+    (["render", "--face", "f.jpg", "--audio", "a.wav", "--out", "/tmp/new-folder/"],
+     "argument --out: /tmp/new-folder/ names a folder (it ends with /); give the file to write, e.g. "
+     "/tmp/new-folder/talk.mp4"),
+    (["render", "--face", "f.jpg", "--audio", "a.wav", "--out", "/tmp/" + "n" * 300 + ".mp4"],
+     "cannot be written: File name too long"),
 ])
 def test_argument_mistakes_are_one_line_at_parse_time(capsys, argv, needle):
     assert needle in _main_error(capsys, *argv)
+
+
+def test_argument_mistakes_are_one_line_at_parse_time_and_leave_dev_null_a_device(capsys):
+    import stat
+
+    _main_error(capsys, "render", "--face", "f.jpg", "--audio", "a.wav", "--out", "/dev/null")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--out", "{tmp}/talk.avi"], "--out {tmp}/talk.avi: name the file .mp4, .webm, .mov or .m3u8 (HLS)"),
+    (["--out", "{tmp}/talk.mp4", "--format", "webm"], "--out {tmp}/talk.mp4 does not match --format webm: name it "
+                                                       "talk.webm."),
+    (["--out", "{tmp}/index.mp4", "--format", "hls"], "does not match --format hls: name it index.m3u8."),
+    (["--out", "{audio}"], "name the file .mp4"),
+    (["--out", "{tmp}/talk.mp4", "--hls-mp4"], "--segment-seconds and --hls-mp4 go with --format hls; this output is mp4."),
+    (["--out", "{tmp}/talk.webm", "--segment-seconds", "1"], "go with --format hls; this output is webm."),
+    (["--out", "{tmp}/talk.mp4", "--canvas", "1280x720", "--background", "#12345"],
+     "--background #12345 is not a colour: give #RRGGBB, e.g. #1a2b3c."),
+    (["--out", "{tmp}/talk.mp4", "--canvas", "1280x720", "--background", "{tmp}/none.png"],
+     "Cannot read the background image {tmp}/none.png: No such file or directory."),
+])
+def test_out_must_match_the_format_and_name_no_input(capsys, tmp_path, short_speech, flags, needle):
+    """--out's extension sets the format (or must match --format), HLS-only flags need HLS, and a bad background
+    is named as the background, not the portrait. All one line, exit 2, nothing written."""
+    from cli.main import main
+
+    values = {"tmp": str(tmp_path), "audio": str(short_speech)}
+    argv = ["render", "--face", str(PORTRAIT), "--audio", str(short_speech), "--size", "64",
+            *(flag.format(**values) for flag in flags)]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1]  # after the engine choice's log line, where the render got that far
+    assert out == "" and last.startswith("error: ") and "Traceback" not in err, err
+    assert needle.format(**values) in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_out_naming_an_input_is_refused_and_the_input_kept(capsys, tmp_path, short_speech):
+    from cli.main import main
+
+    speech = tmp_path / "speech.mp4"  # speech in an MP4 file: the one input name --out can take
+    assert main(["render", "--face", str(PORTRAIT), "--audio", str(short_speech), "--size", "64",
+                 "--out", str(speech)]) == 0
+    kept = speech.read_bytes()
+    capsys.readouterr()
+    assert main(["render", "--face", str(PORTRAIT), "--audio", str(speech), "--size", "64", "--out", str(speech)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --out {speech} is one of the inputs ({speech}); the video would replace it."
+    assert speech.read_bytes() == kept
+    # The extension alone picks the format: .webm is VP9.
+    assert main(["render", "--face", str(PORTRAIT), "--audio", str(speech), "--size", "64",
+                 "--out", str(tmp_path / "talk.webm")]) == 0
+    with av.open(str(tmp_path / "talk.webm")) as container:
+        assert container.streams.video[0].codec_context.name in ("vp9", "libvpx-vp9")
 
 
 def test_bench_seconds_longer_than_the_sample_clip_is_one_line(capsys):
@@ -231,6 +294,19 @@ def test_a_bad_setting_read_deep_in_a_command_is_one_line(tmp_path, short_speech
     done = _run("render", "--face", str(PORTRAIT), "--audio", str(short_speech), "--out", str(tmp_path / "a.mp4"),
                 env={**CPU_ENV, "DEFAULT_QUALITY_MODE": "fastest"})
     assert "DEFAULT_QUALITY_MODE='fastest'" in _error_of(done)
+    assert done.returncode == 2
+
+
+def test_api_on_a_port_in_use_is_one_line():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _run("api", "--port", str(port))
+    assert _error_of(done) == (f"error: Cannot listen on 127.0.0.1:{port}: Address already in use "
+                               "(--host/--port or API_HOST/API_PORT choose another).")
     assert done.returncode == 2
 
 
