@@ -65,8 +65,11 @@ def delivery_from_args(args: argparse.Namespace) -> Delivery:
         canvas = Canvas(size=args.canvas or "1920x1080", x=x, y=y, scale=args.scale, background=colour,
                         background_uri=image)
     loudness = None
-    if args.loudness is not None or args.true_peak is not None:
-        loudness = LoudnessTarget.parse(args.loudness if args.loudness is not None else "ebu-r128", args.true_peak)
+    if args.true_peak is not None and args.loudness is None:
+        raise InvalidParameter("--true-peak is the ceiling of a loudness target: give --loudness too, e.g. "
+                               f"--loudness ebu-r128 --true-peak {args.true_peak:g}.")
+    if args.loudness is not None:
+        loudness = LoudnessTarget.parse(args.loudness, args.true_peak)
     output = args.output_format or "mp4"
     if output != "hls" and (args.segment_seconds is not None or args.hls_mp4):
         raise InvalidParameter(f"--segment-seconds and --hls-mp4 go with --format hls; this output is {output}.")

@@ -224,6 +224,8 @@ def test_argument_mistakes_are_one_line_at_parse_time_and_leave_dev_null_a_devic
     (["--out", "{audio}"], "name the file .mp4"),
     (["--out", "{tmp}/talk.mp4", "--hls-mp4"], "--segment-seconds and --hls-mp4 go with --format hls; this output is mp4."),
     (["--out", "{tmp}/talk.webm", "--segment-seconds", "1"], "go with --format hls; this output is webm."),
+    (["--out", "{tmp}/talk.mp4", "--true-peak", "-2"], "--true-peak is the ceiling of a loudness target: give "
+                                                         "--loudness too, e.g. --loudness ebu-r128 --true-peak -2."),
     (["--out", "{tmp}/talk.mp4", "--canvas", "1280x720", "--background", "#12345"],
      "--background #12345 is not a colour: give #RRGGBB, e.g. #1a2b3c."),
     (["--out", "{tmp}/talk.mp4", "--canvas", "1280x720", "--background", "{tmp}/none.png"],
