@@ -53,6 +53,12 @@ def check_output(args: argparse.Namespace) -> None:
     elif suffix != EXTENSIONS[args.output_format]:
         raise InvalidParameter(f"--out {args.out} does not match --format {args.output_format}: name it "
                                f"{args.out.with_suffix('.' + EXTENSIONS[args.output_format]).name}.")
+    if args.output_format == "hls":
+        others = sorted(p.name for p in args.out.parent.glob("*.m3u8") if p.name != args.out.name)
+        if others:  # the segments' names (init.mp4, seg00000.m4s ...) are the same for every playlist
+            raise InvalidParameter(f"--out {args.out}: HLS writes init.mp4 and segNNNNN.m4s beside the playlist, and "
+                                   f"{args.out.parent} holds another playlist ({others[0]}); give this render a "
+                                   f"folder of its own, e.g. {args.out.parent / args.out.stem / 'index.m3u8'}.")
     inputs = [args.face, args.audio, getattr(args, "driving_video", None), args.background]
     for path in (Path(p) for p in inputs if p is not None):
         if args.out.exists() and path.exists() and os.path.samefile(args.out, path):

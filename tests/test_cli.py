@@ -222,6 +222,9 @@ def test_argument_mistakes_are_one_line_at_parse_time_and_leave_dev_null_a_devic
                                                        "talk.webm."),
     (["--out", "{tmp}/index.mp4", "--format", "hls"], "does not match --format hls: name it index.m3u8."),
     (["--out", "{audio}"], "name the file .mp4"),
+    (["--out", "{tmp}/one.m3u8", "--format", "hls"], "HLS writes init.mp4 and segNNNNN.m4s beside the playlist, and "
+                                                     "{tmp} holds another playlist (other.m3u8); give this render a "
+                                                     "folder of its own, e.g. {tmp}/one/index.m3u8."),
     (["--out", "{tmp}/talk.mp4", "--hls-mp4"], "--segment-seconds and --hls-mp4 go with --format hls; this output is mp4."),
     (["--out", "{tmp}/talk.webm", "--segment-seconds", "1"], "go with --format hls; this output is webm."),
     (["--out", "{tmp}/talk.mp4", "--true-peak", "-2"], "--true-peak is the ceiling of a loudness target: give "
@@ -237,6 +240,8 @@ def test_out_must_match_the_format_and_name_no_input(capsys, tmp_path, short_spe
     from cli.main import main
 
     values = {"tmp": str(tmp_path), "audio": str(short_speech)}
+    if "{tmp}/one.m3u8" in flags:
+        (tmp_path / "other.m3u8").write_text("#EXTM3U\n")  # another render's playlist in the same folder
     argv = ["render", "--face", str(PORTRAIT), "--audio", str(short_speech), "--size", "64",
             *(flag.format(**values) for flag in flags)]
     assert main(argv) == 2
@@ -244,7 +249,7 @@ def test_out_must_match_the_format_and_name_no_input(capsys, tmp_path, short_spe
     last = err.strip().splitlines()[-1]  # after the engine choice's log line, where the render got that far
     assert out == "" and last.startswith("error: ") and "Traceback" not in err, err
     assert needle.format(**values) in last
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "other.m3u8") == []
 
 
 def test_out_naming_an_input_is_refused_and_the_input_kept(capsys, tmp_path, short_speech):
