@@ -8,6 +8,8 @@ levelled without holding it (the render path streams audio: engines/media_audio.
   filters (the same filter coefficients, the same 400 ms blocks on a 100 ms step, the same -70 LUFS absolute and
   -10 LU relative gates: tested equal to `pyloudnorm.Meter.integrated_loudness` on the whole signal), plus the
   true peak: the largest magnitude of the signal upsampled 4x (BS.1770-4 Annex 2).
+- `normalise` picks the gain that reaches the target; loudness that cannot be measured (under 0.4 s, or under
+  the -70 LUFS gate) gets none, as there is no figure to start from.
 - `level` applies a gain and a look-ahead true-peak limiter: the gain each sample needs to stay under the ceiling
   is spread over a 10 ms window (a minimum, then a moving average of half that width), so the gain never
   rises above what any peak nearby needs, and changes smoothly.
@@ -309,9 +311,11 @@ class MeteredAudio(_NewOutputTrack):
 
 def normalise(audio, target: LoudnessTarget, measured: Loudness):
     """(LeveledAudio, its loudness): the gain that brings `measured` to the target, corrected once more when the
-    limiter took loudness away (a second measuring pass over the levelled track)."""
+    limiter took loudness away (a second measuring pass over the levelled track). Loudness that cannot be measured
+    (under 0.4 s, or every block under the -70 LUFS gate) gets no gain: there is no figure to reach the target
+    from; the true-peak ceiling still holds."""
     if measured.integrated is None:
-        gain = MAX_GAIN_DB
+        gain = 0.0
     else:
         gain = min(MAX_GAIN_DB, target.lufs - measured.integrated)
     leveled = LeveledAudio(audio, gain, target.true_peak)
@@ -340,7 +344,9 @@ def prepare(audio, target: LoudnessTarget | None):
     leveled, delivered = normalise(audio, target, measured)
     report.update(output=delivered.as_dict(), gainDb=round(leveled.gain_db, 2),
                   target={"integratedLufs": target.lufs, "truePeakDbtp": target.true_peak, "preset": target.preset})
-    if delivered.integrated is not None and abs(delivered.integrated - target.lufs) > 1.0:
+    if measured.integrated is None:
+        log.warning("loudness not measurable (shorter than 0.4 s or under the -70 LUFS gate): no gain applied")
+    elif delivered.integrated is not None and abs(delivered.integrated - target.lufs) > 1.0:
         log.warning("loudness %.1f LUFS delivered instead of %.1f: the %.1f dBTP ceiling leaves no room",
                     delivered.integrated, target.lufs, target.true_peak)
     return leveled, report

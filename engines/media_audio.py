@@ -1,5 +1,5 @@
-"""Speech loading through PyAV: any of WAV/MP3/M4A/OGG/FLAC, mixed to mono, at 48 kHz for the output track
-and 16 kHz for analysis.
+"""Speech loading through PyAV: any of WAV/MP3/M4A/OGG/FLAC, mixed to mono (the channels' mean; non-finite
+samples silenced), at 48 kHz for the output track and 16 kHz for analysis.
 
 Two forms with one interface (duration, n_samples, analysis_samples/analysis_pcm, output_chunks): `Audio` holds
 the 48 kHz samples in memory (clips, fixtures); `StreamedAudio` (from `open_audio`, what renders use) keeps only
@@ -207,15 +207,17 @@ def _opened(path: Path):
 def _decoded_chunks(container: av.container.InputContainer, path: Path, max_seconds: float) -> Iterator[np.ndarray]:
     """Mono float32 48 kHz chunks in [-1, 1], as decoded (a few thousand samples each)."""
     stream = container.streams.audio[0]
+    to_float = av.AudioResampler(format="fltp")  # the decoder's rate and channels, as planar float
     resampler = av.AudioResampler(format="flt", layout="mono", rate=OUTPUT_RATE)
     limit = int(max_seconds * OUTPUT_RATE)
     total = 0
     try:
         for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunk = np.clip(out.to_ndarray().reshape(-1).astype(np.float32, copy=False), -1.0, 1.0)
-                total += chunk.size
-                yield chunk
+            for planar in to_float.resample(frame):
+                for out in resampler.resample(_mono(planar)):
+                    chunk = np.clip(out.to_ndarray().reshape(-1).astype(np.float32, copy=False), -1.0, 1.0)
+                    total += chunk.size
+                    yield chunk
             if total > limit:
                 raise AudioTooLong(f"The audio {path} is longer than the {max_seconds:g} s limit.")
         for out in resampler.resample(None):
@@ -224,6 +226,16 @@ def _decoded_chunks(container: av.container.InputContainer, path: Path, max_seco
         if not total:
             raise NotAudio(f"The audio {path} is damaged and cannot be decoded: {exc}.") from exc
         # A truncated tail still leaves usable speech; keep what decoded.
+
+
+def _mono(planar: av.AudioFrame) -> av.AudioFrame:
+    """A planar float frame as one channel: the mean of its channels, after non-finite samples (NaN, Inf in float
+    WAVs) become silence and the rest is clipped to [-1, 1]. An explicit mean because FFmpeg's own mono downmix
+    adds the channels at -3 dB each: dual-mono stereo came out 3 dB louder (and clipped), six channels 9 dB."""
+    samples = np.clip(np.nan_to_num(planar.to_ndarray(), nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    mono = av.AudioFrame.from_ndarray(samples.mean(axis=0, dtype=np.float32)[None, :], format="fltp", layout="mono")
+    mono.sample_rate, mono.pts, mono.time_base = planar.sample_rate, planar.pts, planar.time_base
+    return mono
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int = OUTPUT_RATE) -> Path:

@@ -63,7 +63,9 @@ def recognise_phones(samples_16k: np.ndarray) -> list[Phone]:
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()
     phones = []
-    for segment in decoder.seg():
+    # seg() is None when the decoder has no hypothesis at all (a few ms of audio, a pure tone): no phones, which
+    # the mouth track handles as any utterance without speech sounds (loudness drives the mouth).
+    for segment in decoder.seg() or ():
         label = segment.word.strip("+").upper()
         if label in ("<S>", "</S>", "<SIL>", "NSN", "SPN", "BRTH", "NOISE", ""):
             label = "SIL"

@@ -7,6 +7,7 @@ those settings.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -54,6 +55,8 @@ def _number_env(env: Mapping[str, str], name: str, default, minimum, parse, desc
         value = parse(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not {described}.") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf", and NaN would pass the minimum check
+        raise SettingsError(f"{name}={raw!r} is not a finite number.")
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
     return value

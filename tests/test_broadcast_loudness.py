@@ -112,3 +112,35 @@ def test_targets_presets_numbers_and_refusals():
             LoudnessTarget.parse(bad)
     with pytest.raises(InvalidParameter):
         LoudnessTarget.parse("web", 3)
+
+
+@pytest.mark.parametrize("clip", ["short", "faint noise", "short and loud"])
+def test_loudness_that_cannot_be_measured_gets_no_gain(tmp_path, clip):
+    """Under 0.4 s (no 400 ms gating block) or under the -70 LUFS gate there is no integrated loudness to bring
+    to the target: no gain (not MAX_GAIN_DB), reported as such, and the MP4's audio is the input's; the
+    true-peak ceiling still holds."""
+    from engines.media_audio import open_audio, write_wav
+
+    if clip == "faint noise":
+        samples = (np.random.default_rng(0).normal(0, 1e-4, 2 * 48_000)).astype(np.float32)  # about -66 dBTP
+    else:
+        samples = speech_samples()[: int(0.3 * 48_000)]
+        samples = samples / np.max(np.abs(samples)) * (0.99 if clip == "short and loud" else 0.2)
+    audio = open_audio(write_wav(tmp_path / "in.wav", samples))
+    leveled, report = prepare(audio, LoudnessTarget.parse("web"))
+    assert report["gainDb"] == 0.0
+    assert report["input"]["integratedLufs"] is None and report["output"]["integratedLufs"] is None
+    assert report["output"]["truePeakDbtp"] <= -1.0
+    path = tmp_path / "out.mp4"
+    with Mp4Writer(path, fps=Fraction(25), width=64, height=64, mode="real_time", audio=leveled) as writer:
+        for _ in range(int(np.ceil(audio.duration * 25))):
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+    decoded_peak = np.max(np.abs(decoded_audio(path)))
+    if clip == "short and loud":  # limited to the ceiling (0.5 dB under it), and no more than that
+        assert report["output"]["truePeakDbtp"] == pytest.approx(-1.5, abs=0.3)
+        assert 0.6 < decoded_peak < 10 ** (-1.0 / 20)
+    else:  # left as it came
+        assert report["output"] == report["input"]
+        np.testing.assert_array_equal(np.concatenate(list(leveled.output_chunks())),
+                                      np.concatenate(list(audio.output_chunks())))
+        assert decoded_peak < 2 * np.max(np.abs(samples))

@@ -156,6 +156,10 @@ def test_settings_follow_seed_variables(tmp_path):
     ({"DEFAULT_QUALITY_MODE": "best"}, "DEFAULT_QUALITY_MODE"),
     ({"MAX_IMAGE_PIXELS": "lots"}, "MAX_IMAGE_PIXELS"),
     ({"MAX_AUDIO_SECONDS": "-1"}, "MAX_AUDIO_SECONDS must be at least"),
+    # float() parses these; NaN passes the minimum check and inf became an OverflowError later.
+    ({"MAX_AUDIO_SECONDS": "nan"}, "^MAX_AUDIO_SECONDS='nan' is not a finite number.$"),
+    ({"MAX_AUDIO_SECONDS": "inf"}, "^MAX_AUDIO_SECONDS='inf' is not a finite number.$"),
+    ({"MAX_AUDIO_SECONDS": "-Infinity"}, "^MAX_AUDIO_SECONDS='-Infinity' is not a finite number.$"),
 ])
 def test_bad_settings_are_named(env, needle):
     with pytest.raises(SettingsError, match=needle):

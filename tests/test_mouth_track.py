@@ -201,3 +201,22 @@ def test_the_phone_process_gives_this_threads_phones_and_survives_being_killed()
     finally:
         process.close()
     assert process.pid is None
+
+
+@pytest.mark.parametrize("kind", ["tone", "constant"])
+def test_audio_without_speech_sounds_has_no_phones_and_a_loudness_driven_mouth(tmp_path, kind):
+    """A 440 Hz tone or a constant level: the recogniser may have no hypothesis at all (here for the clip's last
+    utterance, 10 ms long). That is no phones, not a crash: the mouth is the loudness-driven one."""
+    from engines.media_audio import OUTPUT_RATE, open_audio, write_wav
+
+    t = np.arange(2 * OUTPUT_RATE) / OUTPUT_RATE
+    samples = 0.3 * np.sin(2 * np.pi * 440 * t) if kind == "tone" else np.full(t.size, 0.5)
+    audio = open_audio(write_wav(tmp_path / f"{kind}.wav", samples.astype(np.float32)))
+    pcm = audio.analysis_pcm()
+    assert utterance_spans(loudness_envelope(pcm))[-1] == (199, 201)  # the 10 ms utterance
+    assert recognise_phones(pcm[-160:]) == []
+    frames = int(np.ceil(audio.duration * FPS))
+    track = mouth_track(pcm, FPS, frames)
+    assert not track.used_phones
+    np.testing.assert_array_equal(track.opening, mouth_track(pcm, FPS, frames, use_phones=False).opening)
+    assert track.opening.max() > 0.5  # a steady sound keeps the mouth open
