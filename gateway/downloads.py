@@ -4,8 +4,8 @@ A job's output URI comes from its status: the completion event's `outputUri` wit
 step's with the in-process one. A front door serves only outputs inside its own storage (OUTPUT_URI), whatever
 an event names:
 - file:// (a local folder, or a volume shared with the workers): the REST gateway sends the file itself
-  (Starlette's FileResponse: Range requests, ETag, Last-Modified); the MCP server, which runs on the user's
-  machine, gives its local path.
+  (VideoFile, Starlette's FileResponse: Range requests, ETag, Last-Modified); the MCP server, which runs on the
+  user's machine, gives its local path.
 - s3://: a presigned GET URL valid for DOWNLOAD_URL_EXPIRY_SECONDS (S3 serves Range requests itself); the REST
   route redirects to it.
 """
@@ -17,7 +17,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import OutputNotAvailable, RenderError, StorageError, UnknownJob
+from starlette.exceptions import HTTPException
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable
+
+from schemas.errors import HttpError, OutputNotAvailable, RenderError, StorageError, UnknownJob
 from worker.storage import FileStorage, S3Storage
 
 MEDIA_TYPE = "video/mp4"
@@ -30,6 +33,24 @@ class Download:
     path: Path | None = None
     url: str | None = None
     expires_at: str | None = None
+
+
+class VideoFile(FileResponse):
+    """Starlette's FileResponse with RFC 9110 Range handling: a Range header that does not parse (`bytes=abc`,
+    `bytes=10-5`, another unit) is ignored and the whole file comes with 200, where Starlette answers a plain-text
+    400; no range within the file is 416 with the JSON error body and `Content-Range: bytes */size`."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # no ranges: the whole file
+        except RangeNotSatisfiable:
+            # Raised before the answer starts, so the gateway's HTTPException handler answers it.
+            raise HTTPException(416, {"code": HttpError.code, "message": f"No range of {http_range!r} lies within "
+                                      f"the file ({file_size:,} bytes)."},
+                                headers={"Content-Range": f"bytes */{file_size}"}) from None
 
 
 def locate(job_id: str, status: dict[str, Any] | None, storage, expiry_seconds: int) -> Download:

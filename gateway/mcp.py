@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
+from mcp.server.fastmcp.tools import Tool
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, model_validator
 
-from schemas.errors import BackendUnavailable, RenderError
+from schemas.errors import BackendUnavailable, InvalidRequest, RenderError
 from engines.pipeline import RenderRequest, check_fps, validate
 from engines.registry import EngineRegistry
 from worker.security import AUDIO, IMAGE, VIDEO, SecurityPolicy, check_reference
 
 from .backends import BackendSettings, JobBackend, JobSpec, face_from_request, open_backend
-from .delivery_request import delivery_from_wire
+from .delivery_request import CanvasBody, HlsBody, LoudnessBody, delivery_from_wire
 from .downloads import mcp_fetch_fields
 from .engine_catalog import engine_catalog
+from .request_types import FaceBox, FaceIndex, Int, NotBool, Number
 from .settings import DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS, GatewaySettings
 
 INSTRUCTIONS = (
@@ -33,24 +36,50 @@ INSTRUCTIONS = (
 )
 
 
+class _StrictArguments(BaseModel):
+    """Mixed into a tool's FastMCP argument model: arguments the tool does not declare are refused (FastMCP
+    ignores them; the REST gateway refuses unknown fields), and every argument problem is a tool error naming
+    invalid_request, as REST answers it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse(cls, data: Any, handler):
+        try:
+            return handler(data)
+        except ValidationError as exc:  # FastMCP passes any other exception on as the tool error
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+            raise ToolError(f"{InvalidRequest.code}: Invalid arguments: {problems}.") from None
+
+
+def _tool(fn: Callable[..., Any]) -> Tool:
+    tool = Tool.from_function(fn)
+    model = tool.fn_metadata.arg_model
+    tool.fn_metadata.arg_model = create_model(model.__name__, __base__=(model, _StrictArguments))
+    tool.parameters = tool.fn_metadata.arg_model.model_json_schema(by_alias=True)  # additionalProperties: false
+    return tool
+
+
+def _wire(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
 def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineRegistry,
                  download_url_expiry_seconds: int = DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS) -> FastMCP:
-    server = FastMCP("avatar-renderer", instructions=INSTRUCTIONS)
-
-    @server.tool()
     def render_avatar(
         avatar_path: str,
         audio_path: str,
         quality_mode: Literal["auto", "real_time", "high_quality"] | None = None,
-        size: int = 512,
-        fps: int | float | str = 25,
+        size: Int = 512,
+        fps: Annotated[int | float | str, NotBool] = 25,
         engine: str | None = None,
-        face: str | dict[str, Any] = "largest",
+        face: str | FaceIndex | FaceBox = "largest",
         framing: str = "crop",
         output: Literal["mp4", "webm", "mov", "hls"] = "mp4",
-        canvas: str | dict[str, Any] | None = None,
-        loudness: str | float | dict[str, Any] | None = None,
-        hls: dict[str, Any] | None = None,
+        canvas: str | CanvasBody | None = None,
+        loudness: str | Number | LoudnessBody | None = None,
+        hls: HlsBody | None = None,
         driving_video_path: str | None = None,
     ) -> dict[str, Any]:
         """Queue a talking-head render of a portrait (PNG/JPEG/WebP) speaking a recording (WAV/MP3/M4A/OGG/FLAC).
@@ -63,17 +92,17 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
         output: mp4 (default), webm (VP9 with alpha), mov (ProRes 4444 with alpha) or hls (segments while rendering;
         get_render_status lists them). canvas: "1920x1080" | "1280x720" | "1080x1920" or {"size", "x", "y", "scale",
         "background": "#RRGGBB" | "backgroundUri": image path}. loudness: "ebu-r128" | "atsc-a85" | "web" | LUFS, or
-        {"target", "truePeak"}. hls: {"segmentSeconds": 1-2, "mp4": true}.
+        {"target", "truePeak"}. hls: {"segmentSeconds": 1-2, "mp4": true}, with output hls only.
         driving_video_path: a video (MP4/MOV/WebM/MKV, same forms as avatar_path) whose head motion drives the
         portrait; high_quality only (refused with real_time).
         Returns jobId, output (URI the MP4 will be written to), qualityMode, state, and how to fetch the video
         once done (`path` where the file will be, or that a URL will come; `fetch`); poll get_render_status.
         """
         try:
-            fps, choice = check_fps(fps), face_from_request(face)
-            delivery = delivery_from_wire({"output": output, "canvas": canvas, "hls": hls, "loudness": loudness
-                                           if isinstance(loudness, dict) or loudness is None else {"target": loudness}},
-                                          policy)
+            fps, choice = check_fps(fps), face_from_request(_wire(face))
+            delivery = delivery_from_wire({"output": output, "canvas": _wire(canvas), "hls": _wire(hls),
+                                           "loudness": _wire(loudness) if isinstance(loudness, LoudnessBody)
+                                           or loudness is None else {"target": loudness}}, policy)
             validate(RenderRequest(face_path="", audio_path="", out_path="", mode=quality_mode, fps=fps, size=size,
                                    face=choice, framing=framing))
             engines.check_request(quality_mode, engine)
@@ -97,7 +126,6 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
                 "state": status["state"],
                 **mcp_fetch_fields({**status, "output": output}, backend.storage, download_url_expiry_seconds)}
 
-    @server.tool()
     def get_render_status(job_id: str) -> dict[str, Any]:
         """State of a render job (queued, running, succeeded, failed) with its output URI, engine and timings,
         or the failure's code and message. Succeeded: `path` (the MP4 on this machine) or `url` (a presigned
@@ -108,13 +136,13 @@ def build_server(backend: JobBackend, policy: SecurityPolicy, engines: EngineReg
         shown = {k: v for k, v in status.items() if v is not None}
         return {**shown, **mcp_fetch_fields(shown, backend.storage, download_url_expiry_seconds)}
 
-    @server.tool()
     def list_engines() -> list[dict[str, Any]]:
         """Engines in this build, the quality mode each serves, and whether it can run on this machine (and if
         not, why)."""
         return engine_catalog(engines)
 
-    return server
+    return FastMCP("avatar-renderer", instructions=INSTRUCTIONS,
+                   tools=[_tool(fn) for fn in (render_avatar, get_render_status, list_engines)])
 
 
 def _protect_stdout() -> None:

@@ -38,8 +38,9 @@ from .body_limit import BodyLimit
 from .hls_files import locate_file, media_type
 from .delivery_request import OUTPUT_HELP, CanvasBody, HlsBody, LoudnessBody, Output, delivery_from_wire
 from .docs import KEY_HEADER, add_docs
-from .downloads import MEDIA_TYPE, locate
+from .downloads import MEDIA_TYPE, VideoFile, locate
 from .engine_catalog import engine_catalog
+from .request_types import FaceBox, FaceIndex, Int, NotBool, OptionalInt
 from .settings import GatewaySettings
 from .uploads import UploadSweeper, save_upload
 
@@ -52,19 +53,9 @@ UPLOAD_PATH = "/render/upload"  # the one route whose body may be large (BodyLim
 QualityMode = Literal["auto", "real_time", "high_quality"]
 Framing = Literal[FRAMINGS]  # crop (a square around the face) | original (the whole photo)
 # A number, or an exact fraction "N/D"; engines.pipeline.check_fps reads either (29.97 means 30000/1001).
-FrameRate = (Annotated[int, Field(ge=MIN_FPS, le=MAX_FPS)] | Annotated[float, Field(ge=MIN_FPS, le=MAX_FPS)]
-             | Annotated[str, Field(pattern=FPS_TEXT)])
+FrameRate = Annotated[Annotated[int, Field(ge=MIN_FPS, le=MAX_FPS)] | Annotated[float, Field(ge=MIN_FPS, le=MAX_FPS)]
+                      | Annotated[str, Field(pattern=FPS_TEXT)], NotBool]
 FPS_HELP = 'frames a second, 1-60: 25, 29.97 (= 30000/1001) or an exact fraction "30000/1001"'
-
-
-class FaceIndex(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    index: int = Field(ge=0, le=1000, description="faces left to right, from 0")
-
-
-class FaceBox(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    box: list[float] = Field(min_length=4, max_length=4, description="x, y, width, height in the photo's pixels")
 
 
 class RenderBody(BaseModel):
@@ -78,9 +69,9 @@ class RenderBody(BaseModel):
     fps: FrameRate = Field(25, description=FPS_HELP)
     face: Literal["largest"] | FaceIndex | FaceBox = Field("largest", description="which face of the photo to animate")
     framing: Framing = Field("crop", description="crop: a size x size square around the face; original: the whole photo")
-    size: int = Field(512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=2, description="output width and height")
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    priority: int | None = Field(None, ge=0, le=9)
+    size: Int = Field(512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=2, description="output width and height")
+    seed: Int = Field(0, ge=0, le=2**32 - 1)
+    priority: OptionalInt = Field(None, ge=0, le=9)
     deadline: AwareDatetime | None = Field(None, description="RFC 3339 with a time zone; a job not started by then fails fast")
     idempotencyKey: str | None = Field(None, min_length=1, max_length=200,
                                        description="the same key names the same job and output")
@@ -291,7 +282,8 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
         206: {"content": {MEDIA_TYPE: {}}, "description": "the byte ranges asked for"},
         307: {"description": "s3:// storage: redirect to a presigned GET URL"},
         401: {"model": ErrorBody}, 404: {"model": ErrorBody},
-        416: {"description": "no asked-for range lies within the file"}})
+        416: {"model": ErrorBody, "description": "no asked-for range lies within the file (a Range header that "
+                                                 "does not parse is ignored: 200, the whole file)"}})
     def get_render(jobId: str, request: Request) -> Response:
         """The finished MP4 of a succeeded job, with Range requests (seeking players, resumed downloads); for s3://
         storage a 307 redirect to a presigned URL (DOWNLOAD_URL_EXPIRY_SECONDS). 404 `output_not_available`
@@ -303,11 +295,11 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
         found = locate(jobId, status, backend.storage, settings.download_url_expiry_seconds)
         if found.url is not None:
             return RedirectResponse(found.url, status_code=307)
-        # Starlette's FileResponse answers Range (206, several ranges as multipart/byteranges, 416), If-Range,
-        # ETag and Last-Modified itself.
+        # VideoFile (Starlette's FileResponse) answers Range (206, several ranges as multipart/byteranges, 416;
+        # a malformed Range header is ignored), If-Range, ETag and Last-Modified itself.
         kind = media_type(found.path.name)  # video/mp4, video/webm, video/quicktime, the HLS playlist (issue 12)
-        return FileResponse(found.path, media_type=kind if kind != "application/octet-stream" else MEDIA_TYPE,
-                            filename=f"{jobId}{found.path.suffix}", content_disposition_type="inline")
+        return VideoFile(found.path, media_type=kind if kind != "application/octet-stream" else MEDIA_TYPE,
+                         filename=f"{jobId}{found.path.suffix}", content_disposition_type="inline")
 
     # HEAD (size and validators without the body) answered by the same function; one OpenAPI operation is enough.
     app.add_api_route("/renders/{jobId}", get_render, methods=["HEAD"], dependencies=auth, include_in_schema=False)
@@ -325,7 +317,7 @@ def create_app(backend: JobBackend, policy: SecurityPolicy, settings: GatewaySet
             return RedirectResponse(found.url, status_code=307)
         # The playlist changes while the job runs: players must ask again, not cache it.
         headers = {"Cache-Control": "no-cache"} if name.endswith(".m3u8") else None
-        return FileResponse(found.path, media_type=media_type(name), headers=headers)
+        return VideoFile(found.path, media_type=media_type(name), headers=headers)
 
     @app.get("/engines", dependencies=auth, responses={401: {"model": ErrorBody}})
     def list_engines() -> list[dict[str, Any]]:

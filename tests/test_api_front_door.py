@@ -181,6 +181,41 @@ def test_idempotency_conflicts_are_409(api: httpx.Client) -> None:
     assert again.json()["error"]["code"] == "idempotency_conflict"
 
 
+# ------------------------------------------------------------------------------------------ new-user test: inputs
+
+
+@pytest.mark.parametrize("body", [
+    {"fps": True}, {"fps": False}, {"seed": True}, {"priority": True}, {"size": True},
+    {"output": "hls", "hls": {"segmentSeconds": True}}, {"canvas": {"scale": True}}, {"canvas": {"x": False}},
+    {"loudness": {"target": True}}, {"loudness": {"target": "web", "truePeak": False}},
+    {"face": {"index": True}}, {"face": {"box": [0, 0, True, 100]}},
+])
+def test_json_booleans_are_not_numbers(api: httpx.Client, body: dict) -> None:
+    response = api.post("/render", json=body_json(body))
+    assert response.status_code == 422, response.text  # was 202: "fps": true rendered at 1 fps
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and "not true or false" in error["message"], error
+
+
+def test_hls_settings_are_refused_unless_the_output_is_hls(api: httpx.Client) -> None:
+    for body in ({"hls": {"segmentSeconds": 1}}, {"output": "webm", "hls": {"mp4": True}}):
+        response = api.post("/render", json=body_json(body))
+        assert response.status_code == 422, response.text  # was 202, the hls settings silently unused
+        error = response.json()["error"]
+        assert error["code"] == "invalid_parameter" and "hls settings apply only to output hls" in error["message"]
+    accepted = api.post("/render", json=body_json({"output": "hls", "hls": {"segmentSeconds": 1, "mp4": True}}))
+    assert accepted.status_code == 202, accepted.text  # a real boolean where one belongs
+
+
+@pytest.mark.parametrize("uri", ["s3://", "s3://bucket", "s3://bucket/", "s3:///key.jpg"])
+def test_a_malformed_s3_uri_is_refused_up_front(api: httpx.Client, uri: str) -> None:
+    for body in ({"avatarPath": uri}, {"audioPath": uri}, {"canvas": {"backgroundUri": uri}}):
+        response = api.post("/render", json=body_json(body))
+        assert response.status_code == 403, response.text  # was 202, then a failed job
+        error = response.json()["error"]
+        assert error["code"] == "url_not_allowed" and "must be s3://bucket/key" in error["message"]
+
+
 # ------------------------------------------------------------------------------------------ bug 7: docs
 
 

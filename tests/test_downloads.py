@@ -113,6 +113,26 @@ def test_several_ranges_in_one_request_and_unsatisfiable_ranges(gateway) -> None
     assert beyond.headers["content-range"] == f"bytes */{len(video)}"
 
 
+@pytest.mark.parametrize("asked", ["bytes=abc", "bytes=10-5", "bytes=", "bytes 0-9", "pages=0-9"])
+def test_a_range_header_that_does_not_parse_is_ignored(gateway, asked: str) -> None:
+    """RFC 9110 14.2: an invalid Range header is ignored; the whole video comes back (was a plain-text 400)."""
+    client, _, _, status, video, _, _ = gateway
+    response = client.get(status["download"], headers={"Range": asked})
+    assert response.status_code == 200, response.text[:200]
+    assert response.content == video and "content-range" not in response.headers
+    head = client.head(status["download"], headers={"Range": asked})
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(video))
+
+
+def test_an_unsatisfiable_range_is_416_with_the_json_error_body(gateway) -> None:
+    client, _, _, status, video, _, _ = gateway
+    for asked in (f"bytes={len(video)}-", f"bytes={len(video) + 10}-{len(video) + 20}", "bytes=-0"):
+        response = client.get(status["download"], headers={"Range": asked})
+        assert response.status_code == 416 and response.headers["content-range"] == f"bytes */{len(video)}"
+        error = response.json()["error"]  # was an empty plain-text body
+        assert error["code"] == "http_error" and f"{len(video):,} bytes" in error["message"], error
+
+
 def test_a_player_seeks_in_the_video_over_http(gateway) -> None:
     """FFmpeg's HTTP reader (through PyAV) plays the URL with the key, then seeks back (a Range request)."""
     _, _, _, status, _, _, _ = gateway

@@ -107,10 +107,10 @@ def test_refusals_come_back_as_tool_errors(server_params: StdioServerParameters,
 
 def test_exact_rates_face_and_framing_through_mcp(server_params: StdioServerParameters, tmp_path: Path) -> None:
     """fps "30000/1001" (and 29.97) with a face and a framing are accepted and rendered at the exact rate; 0, 61,
-    "abc", an unknown face or framing are tool errors naming invalid_parameter."""
+    "abc", an unknown face or framing are tool errors naming invalid_parameter (a face object out of range is
+    invalid_request, as in REST: test_arguments_are_checked_as_strictly_as_the_rest_body)."""
     face, speech = str(tmp_path / "inputs" / "face.jpg"), "speech.wav"
-    refused = [{"fps": 0}, {"fps": 61}, {"fps": "abc"}, {"fps": "30/0"}, {"face": "biggest"}, {"face": {"index": -1}},
-               {"framing": "wide"}]
+    refused = [{"fps": 0}, {"fps": 61}, {"fps": "abc"}, {"fps": "30/0"}, {"face": "biggest"}, {"framing": "wide"}]
 
     async def scenario():
         async with stdio_client(server_params) as (read, write), ClientSession(read, write) as session:
@@ -141,3 +141,33 @@ def test_exact_rates_face_and_framing_through_mcp(server_params: StdioServerPara
     assert not decimal.isError, decimal.content
     for bad, error in zip(refused, errors):
         assert error.isError and "invalid_parameter: " in error.content[0].text, (bad, error.content)
+
+
+def test_arguments_are_checked_as_strictly_as_the_rest_body(server_params: StdioServerParameters) -> None:
+    """Booleans are not numbers, undeclared arguments are refused (both invalid_request, as REST answers them),
+    hls settings need output hls, and a malformed s3:// URI is refused up front."""
+    inputs = {"avatar_path": "face.jpg", "audio_path": "speech.wav"}
+    invalid = [{"fps": True}, {"size": True}, {"output": "hls", "hls": {"segmentSeconds": True}},
+               {"canvas": {"scale": True}}, {"loudness": True}, {"face": {"index": True}}]
+    expected = [(bad, "invalid_request: ", "not true or false") for bad in invalid] + [
+        ({"bogus": 1}, "invalid_request: ", "bogus: Extra inputs are not permitted"),
+        ({"face": {"index": -1}}, "invalid_request: ", "greater than or equal to 0"),
+        ({"hls": {"segmentSeconds": 1}}, "invalid_parameter: ", "hls settings apply only to output hls"),
+        ({"avatar_path": "s3://"}, "url_not_allowed: ", "must be s3://bucket/key"),
+        ({"audio_path": "s3://bucket/"}, "url_not_allowed: ", "must be s3://bucket/key"),
+    ]
+
+    async def scenario():
+        async with stdio_client(server_params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            tools = (await session.list_tools()).tools
+            results = [await session.call_tool("render_avatar", {**inputs, **bad}) for bad, _, _ in expected]
+            status = await session.call_tool("get_render_status", {"job_id": "nope", "verbose": True})
+            return tools, results, status
+
+    tools, results, status = run(scenario())
+    for (bad, code, fragment), result in zip(expected, results):
+        text = result.content[0].text
+        assert result.isError and code in text and fragment in text, (bad, text)
+    assert all(tool.inputSchema.get("additionalProperties") is False for tool in tools)
+    assert status.isError and "invalid_request: " in status.content[0].text and "verbose" in status.content[0].text

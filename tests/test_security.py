@@ -129,11 +129,18 @@ def test_policy_from_env(tmp_path: Path) -> None:
         ("https://localhost/face.jpg", "loopback, private or link-local"),  # allow-listed, but resolves to 127.0.0.1
         ("https://evil.example.org/face.jpg", "not in the URL allow-list"),
         ("https://user:pw@cdn.example.com/face.jpg", "credentials"),
+        ("s3://", "must be s3://bucket/key"),
+        ("s3://bucket", "must be s3://bucket/key"),
+        ("s3:///key.jpg", "must be s3://bucket/key"),
     ],
 )
 def test_urls_are_refused_with_a_reason(url: str, reason: str, policy: SecurityPolicy) -> None:
     with pytest.raises(UrlNotAllowed, match=reason):
         security.check_reference(url, IMAGE, policy)
+
+
+def test_a_whole_s3_uri_passes_to_the_workers_storage_layer(policy: SecurityPolicy) -> None:
+    assert security.check_reference("s3://bucket/faces/a%20b.jpg", IMAGE, policy) == "s3://bucket/faces/a%20b.jpg"
 
 
 def test_address_rules() -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from schemas.errors import FetchFailed, InputNotFound, InputTooLarge, UrlNotAllowed
 
-from .security import AUDIO, IMAGE, VIDEO, SecurityPolicy, check_content, materialise
+from .security import AUDIO, IMAGE, VIDEO, SecurityPolicy, check_content, materialise, s3_bucket_and_key
 
 __all__ = ["AUDIO", "IMAGE", "VIDEO", "FetchFailed", "fetch_input"]
 
@@ -36,10 +36,7 @@ def _fetch_s3(uri: str, kind: str, policy: SecurityPolicy, scratch: Path, endpoi
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    parts = urlsplit(uri)
-    bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
-    if not bucket or not key:
-        raise UrlNotAllowed(f"The {kind} URI {uri} must be s3://bucket/key.")
+    bucket, key = s3_bucket_and_key(uri, kind)
     client = boto3.client("s3", endpoint_url=endpoint)
     scratch.mkdir(parents=True, exist_ok=True)
     dest = scratch / f"{kind}-{uuid.uuid4().hex}"

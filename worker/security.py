@@ -280,6 +280,15 @@ def fetch_https(url: str, kind: str, dest_dir: Path, policy: SecurityPolicy) -> 
 # --------------------------------------------------------------------------- one entry point
 
 
+def s3_bucket_and_key(uri: str, kind: str) -> tuple[str, str]:
+    """(bucket, key) of an s3:// URI; UrlNotAllowed without both (`s3://`, `s3://bucket`)."""
+    parts = urlsplit(uri)
+    bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
+    if not bucket or not key:
+        raise UrlNotAllowed(f"The {kind} URI {uri} must be s3://bucket/key.")
+    return bucket, key
+
+
 def check_reference(reference: str, kind: str, policy: SecurityPolicy) -> str:
     """Validate an input reference as a front door accepts it; returns its canonical URI.
 
@@ -295,6 +304,7 @@ def check_reference(reference: str, kind: str, policy: SecurityPolicy) -> str:
         check_url(reference, policy)  # refuses http:// with its own reason
         return reference
     if scheme == "s3":
+        s3_bucket_and_key(reference, kind)
         return reference
     raise UrlNotAllowed(f"The {kind} reference {reference} uses {scheme}://; use a path, file://, https:// or s3://.")
 
