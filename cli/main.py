@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 
 from . import arguments
@@ -99,22 +98,8 @@ def _api_address(args: argparse.Namespace, env) -> None:
             raise SettingsError(f"API_PORT must be a TCP port from 1 to 65535, got {args.port}.")
 
 
-def _check_listen_address(host: str, port: int) -> None:
-    """Bind and release host:port once, so a port in use is one `error:` line before anything loads (uvicorn
-    would only log it, after the engines and the backend started, and exit 3)."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no clash
-            probe.bind(address)
-    except OSError as exc:
-        raise SettingsError(f"Cannot listen on {host}:{port}: {exc.strerror or exc} "
-                            "(--host/--port or API_HOST/API_PORT choose another).") from None
-
-
 def _api(args: argparse.Namespace) -> int:
     _api_address(args, os.environ)
-    _check_listen_address(args.host, args.port)
     from gateway.rest import run_api
 
     return run_api(args, os.environ)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import shutil
+import socket
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -26,7 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from schemas.errors import BackendUnavailable, HttpError, InvalidRequest, RenderError, Unauthorized, UnknownJob, catalog
+from schemas.errors import (BackendUnavailable, HttpError, InvalidRequest, RenderError, SettingsError, Unauthorized,
+                           UnknownJob, catalog)
 from engines.pipeline import FRAMINGS, MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE, check_fps
 from schemas.frame_rate import TEXT_PATTERN as FPS_TEXT
 from engines.registry import EngineRegistry
@@ -357,6 +359,20 @@ def _upload_label(upload: UploadFile) -> str:
     return f"upload {upload.filename!r}" if upload.filename else "upload"
 
 
+def check_listen_address(host: str, port: int) -> None:
+    """Bind and release host:port once, so a port in use is one `error:` line before the engines and the backend
+    start (uvicorn would only log it, after they did, and exit 3). Racy by nature; uvicorn's own bind still
+    decides."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no clash
+            probe.bind(address)
+    except OSError as exc:
+        raise SettingsError(f"Cannot listen on {host}:{port}: {exc.strerror or exc} "
+                            "(--host/--port or API_HOST/API_PORT choose another).") from None
+
+
 def run_api(args: Any, env: Mapping[str, str]) -> int:
     """`avatar-renderer api`: serve the gateway with uvicorn until interrupted; env is the environment the
     entry point (cli/main.py) passes in."""
@@ -366,9 +382,11 @@ def run_api(args: Any, env: Mapping[str, str]) -> int:
 
     backend_settings = BackendSettings.from_env(env)
     worker = backend_settings.worker  # input policy and model settings, read as the worker reads them
+    gateway_settings = GatewaySettings.from_env(env)
+    check_listen_address(args.host, args.port)  # settings first: a bad setting is named even on a busy port
     engines = EngineRegistry.for_settings(worker.models)
     backend = open_backend(backend_settings, args.backend, engines)
-    app = create_app(backend, worker.inputs, GatewaySettings.from_env(env), engines)
+    app = create_app(backend, worker.inputs, gateway_settings, engines)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     finally:
