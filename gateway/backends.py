@@ -173,6 +173,8 @@ def succeeded_status(completion: dict[str, Any]) -> dict[str, Any]:
                 "outputFormat", "loudness", "segments", "mp4Uri"):
         if completion.get(key) is not None:
             status["updatedAt" if key == "completedAt" else key] = completion[key]
+    if status.get("segments"):  # the latest segment too: its own status event may be read after the completion
+        status["segment"] = status["segments"][-1]
     return status
 
 
