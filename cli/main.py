@@ -61,7 +61,7 @@ def _submit(args: argparse.Namespace) -> int:
 def add_kafka_commands(commands) -> None:
     """The Kafka worker's subcommands: worker, broker, submit (see README "Kafka worker")."""
     worker = commands.add_parser("worker", help="consume render requests from Kafka and render them")
-    worker.add_argument("--concurrency", type=int, default=None, help="jobs at once (default WORKER_CONCURRENCY or 1)")
+    worker.add_argument("--concurrency", type=arguments.positive_whole, default=None, help="jobs at once (default WORKER_CONCURRENCY or 1)")
     worker.set_defaults(handler=_worker)
 
     broker = commands.add_parser("broker", help="run the embedded development broker (Tansu) with the topics")
@@ -182,9 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         configure_logging(_log_level(args, os.environ))
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
+        return status
     except RenderError as exc:
         return report(exc)
+    except BrokenPipeError:  # `... | head` stopped reading: nothing left to say to it (as Python's docs advise)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when stdout is flushed
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
 if __name__ == "__main__":

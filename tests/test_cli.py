@@ -304,6 +304,15 @@ def test_a_bad_setting_read_deep_in_a_command_is_one_line(tmp_path, short_speech
     assert done.returncode == 2
 
 
+def test_output_piped_to_a_reader_that_stops_is_not_a_traceback(tmp_path):
+    """`models list --json | head -c 600`: the reader goes away before the output is written."""
+    reader_gone = subprocess.Popen([*CLI, "models", "list", "--json"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env={**CPU_ENV, "MODEL_ROOT": str(tmp_path)})
+    reader_gone.stdout.close()
+    stderr = reader_gone.stderr.read().decode()
+    assert reader_gone.wait(60) == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 def test_api_on_a_port_in_use_is_one_line():
     import socket
 
