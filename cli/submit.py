@@ -76,15 +76,18 @@ def uri_of(reference: str) -> str:
     return reference if "://" in reference else Path(reference).resolve().as_uri()
 
 
-def check_driving_video(mode: str | None, engine: str | None) -> None:
-    """The registry's up-front refusal of a driving video with a real_time mode or engine (InvalidParameter)."""
+def check_with_the_registry(mode: str | None, engine: str | None, driving_video: bool) -> None:
+    """The registry's up-front refusals, as the REST and MCP doors make them (InvalidParameter): an unknown
+    engine, an engine with a mode it does not serve, a driving video with a real_time mode or engine. Names and
+    modes only: whether an engine can run is the workers' business (this machine may have no GPU)."""
     from engines.hardware import Hardware
     from engines.registry import EngineRegistry
     from engines.settings import ModelSettings
 
     registry = EngineRegistry(ModelSettings.from_env(dict(os.environ)), Hardware(cuda=False))
     registry.check_request(mode, engine)
-    registry.check_driving_video(mode or "auto", engine)
+    if driving_video:
+        registry.check_driving_video(mode or "auto", engine)
 
 
 def request_from_args(args) -> dict:
@@ -94,9 +97,11 @@ def request_from_args(args) -> dict:
     if args.pick_face:  # `face` is the portrait's parameter of build_request
         request["face"] = args.pick_face.to_wire()
     request.update(delivery_from_args(args).to_wire())  # output, canvas, loudness, hls (issue 12)
-    if getattr(args, "driving_video", None):  # high_quality only: refused here, before it is published
-        check_driving_video(args.mode, args.engine)
-        request["drivingVideo"] = uri_of(str(args.driving_video))
+    driving_video = getattr(args, "driving_video", None)
+    if args.engine or driving_video:  # refused here, before anything is published
+        check_with_the_registry(args.mode, args.engine, bool(driving_video))
+    if driving_video:
+        request["drivingVideo"] = uri_of(str(driving_video))
     canvas = request.get("canvas", {})
     if "backgroundUri" in canvas and "://" not in canvas["backgroundUri"]:
         canvas["backgroundUri"] = Path(canvas["backgroundUri"]).resolve().as_uri()

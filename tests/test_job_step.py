@@ -198,6 +198,22 @@ def test_submit_without_a_broker_says_so_in_one_line(clips, tmp_path) -> None:
     assert elapsed < 15, f"took {elapsed:.1f} s"
 
 
+@pytest.mark.parametrize("flags,expected", [
+    (["--engine", "nosuch"], "error: Unknown engine 'nosuch'; this build has: "),
+    (["--engine", "landmark-warp", "--mode", "high_quality"],
+     "error: Engine landmark-warp serves real_time, not high_quality; drop the engine or the mode."),
+])
+def test_submit_refuses_what_the_other_front_doors_refuse_before_looking_for_a_broker(clips, flags, expected):
+    """As REST and MCP: an unknown engine, or an engine with a mode it does not serve, is never published (here
+    there is no broker at all: the refusal comes first)."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": dead_address()}
+    done = subprocess.run([str(CLI), "submit", "--face", str(clips / "portrait.jpg"), "--audio",
+                           str(clips / "short.wav"), *flags], env=env, capture_output=True, text=True, timeout=60)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 2 and len(errors) == 1 and errors[0].startswith(expected), done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
 def test_broker_check_and_quiet_client_logs(broker, caplog) -> None:
     ensure_broker_reachable(broker, timeout=5)  # a broker is there: no error
     address = dead_address()
