@@ -4,6 +4,7 @@ the metrics port, and the `worker` command's one-line start-up errors."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -37,6 +38,7 @@ def test_settings_defaults_and_topics():
     ({"OUTPUT_URI": "ftp://x/y"}, "OUTPUT_URI"),
     ({"TOPIC_DLQ": "avatar.render.requested"}, "TOPIC_"),
     ({"DEFAULT_QUALITY_MODE": "best"}, "DEFAULT_QUALITY_MODE"),
+    ({"METRICS_PORT": "70000"}, "METRICS_PORT must be a TCP port from 0 to 65535, got 70000"),
 ])
 def test_bad_settings_name_the_variable(env, names):
     with pytest.raises(SettingsError, match=names):
@@ -150,9 +152,9 @@ def test_metrics_bind_to_loopback_unless_told_otherwise():
     assert WorkerSettings.from_env({"METRICS_HOST": "0.0.0.0"}).metrics_host == "0.0.0.0"
 
 
-def _worker_command(env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+def _worker_command(env: dict, timeout: float = 60, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     cli = Path(sys.executable).parent / "avatar-renderer"
-    return subprocess.run([str(cli), "worker"], env={**os.environ, "WORKER_WARMUP": "0", **env}, capture_output=True,
+    return subprocess.run([str(cli), "worker", *args], env={**os.environ, "WORKER_WARMUP": "0", **env}, capture_output=True,
                           text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
 
 
@@ -182,3 +184,84 @@ def test_second_worker_on_the_metrics_port_exits_with_one_line(broker, tmp_path)
         "METRICS_PORT to a free port, or to 0 for any free port.")
     assert "Traceback" not in result.stderr
     assert [p.name for p in (tmp_path / "work").iterdir()] == []  # its scratch folder went with it
+
+
+def _dead_address() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The worker refused its settings before contacting a broker: exit 2, one `error:` line, no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_worker_concurrency_below_one_is_refused_at_parse_time(value):
+    """`--concurrency -1` died with a ValueError traceback from the thread pool; `--concurrency 0` was ignored
+    (the worker started with 1). Both are refused like WORKER_CONCURRENCY=0."""
+    result = _worker_command({"KAFKA_BOOTSTRAP_SERVERS": _dead_address()}, args=("--concurrency", value))
+    line = _one_error_line(result)
+    assert "--concurrency" in line and f"must be at least 1, got {value}" in line
+
+
+def test_metrics_port_out_of_range_is_one_line_naming_it():
+    """METRICS_PORT=70000 died with an OverflowError traceback from bind(); 0 (any free port) stays allowed."""
+    assert WorkerSettings.from_env({"METRICS_PORT": "0"}).metrics_port == 0
+    assert WorkerSettings.from_env({"METRICS_PORT": "65535"}).metrics_port == 65535
+    result = _worker_command({"KAFKA_BOOTSTRAP_SERVERS": _dead_address(), "METRICS_PORT": "70000"})
+    assert _one_error_line(result) == "error: METRICS_PORT must be a TCP port from 0 to 65535, got 70000."
+
+
+def test_a_work_dir_that_cannot_be_used_is_a_settings_error_naming_it(tmp_path):
+    """WORK_DIR naming a regular file died with a FileExistsError traceback; one under a file, with
+    NotADirectoryError. Any OSError making the scratch folder is one sentence naming WORK_DIR."""
+    from worker import scratch
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for work_dir in (a_file, a_file / "below"):
+        with pytest.raises(SettingsError, match=f"WORK_DIR='{work_dir}' cannot hold .* is a file, not a folder"):
+            scratch.claim(work_dir)
+    assert a_file.read_text() == "not a folder"
+
+
+def test_worker_with_a_file_as_work_dir_exits_with_one_line(broker, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    result = _worker_command({"KAFKA_BOOTSTRAP_SERVERS": broker, "METRICS_PORT": "0", "WORK_DIR": str(a_file)})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: WORK_DIR='{a_file}' cannot hold")
+
+
+def test_repeated_producer_errors_are_rate_limited_and_fatal_ones_kept(caplog):
+    """With the broker down the producer's error callback logged "Connection refused" twice a second without
+    end, past the 30 s rate limit librdkafka's own lines have. A repeat is now dropped; a fatal error is not."""
+    import uuid
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError
+
+    from worker.consumer import Worker
+
+    worker = SimpleNamespace(producer_fatal=None)
+    broker = f"broker-{uuid.uuid4().hex}"  # a line no other test logged (the limit is per process)
+    with caplog.at_level(logging.DEBUG):
+        for attempt in range(50):
+            Worker._note_fatal(worker, KafkaError(
+                KafkaError._TRANSPORT, f"{broker}:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: "
+                f"Connection refused (after {attempt} ms in state CONNECT)"))
+    logged = [r.getMessage() for r in caplog.records if broker in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith("producer: "), logged
+    assert worker.producer_fatal is None
+
+    fatal = KafkaError(KafkaError._FATAL, "sequence desynchronization", fatal=True)
+    Worker._note_fatal(worker, fatal)
+    assert worker.producer_fatal is fatal  # the producer is replaced, and _replace_producer logs it each time
+

@@ -42,7 +42,7 @@ from . import metrics, scratch
 from .fleet import Capabilities, Fleet, LanePicker, heartbeat, lane_topic, lane_topics, local_capabilities, parse_lane, \
     priority_class
 from .job_step import JobStep, Outcome, Render, failure_event, pipeline_render, refused
-from .kafka import consumer_config, ensure_fleet_topics, producer_config, reader
+from .kafka import consumer_config, ensure_fleet_topics, librdkafka_log, producer_config, reader
 from .settings import SERVED_MODES, WorkerSettings
 from .storage import open_storage
 
@@ -219,8 +219,8 @@ class Worker:
     def _note_fatal(self, error) -> None:
         if error.fatal():
             self.producer_fatal = error
-        else:
-            log.warning("producer: %s", error)
+        else:  # e.g. "Connection refused" while the broker is down: rate-limited like librdkafka's own lines
+            librdkafka_log.warning("producer: %s", error)
 
     def _replace_producer(self) -> None:
         """A fatal error ends an idempotent producer for good (seen when a broker restarts without its

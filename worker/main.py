@@ -40,7 +40,7 @@ def warm_up(render) -> None:
 def run_worker(args, env: Mapping[str, str]) -> int:
     """Start a worker with the settings in `env` (the entry point passes os.environ)."""
     settings = WorkerSettings.from_env(env)
-    if getattr(args, "concurrency", None):
+    if getattr(args, "concurrency", None) is not None:  # --concurrency 0 is refused by argparse, not ignored
         settings = replace(settings, concurrency=args.concurrency)
     from engines.registry import EngineRegistry
 

@@ -15,6 +15,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from schemas.errors import SettingsError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "worker-"
@@ -73,15 +75,20 @@ def remove_abandoned(work_dir: Path) -> list[Path]:
 def claim(work_dir: Path) -> Scratch:
     """Clean up after dead workers, then create and lock this process's own folder under work_dir."""
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(work_dir)
-    name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    # Made and locked under a name other workers do not sweep, then renamed: never visible unlocked.
-    staging = work_dir / f".claiming-{name}"
-    staging.mkdir()
-    fd = _lock(staging / LOCK)
-    if fd is None:  # cannot happen for a folder just made; fail loudly rather than work unprotected
-        raise OSError(f"cannot lock the scratch folder {staging}")
-    path = work_dir / name
-    staging.rename(path)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(work_dir)
+        name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # Made and locked under a name other workers do not sweep, then renamed: never visible unlocked.
+        staging = work_dir / f".claiming-{name}"
+        staging.mkdir()
+        fd = _lock(staging / LOCK)
+        if fd is None:  # cannot happen for a folder just made; fail loudly rather than work unprotected
+            raise OSError(f"cannot lock the scratch folder {staging}")
+        path = work_dir / name
+        staging.rename(path)
+    except OSError as exc:  # a file, not a folder; under a file; no permission; a read-only or full disk
+        problem = ("it, or a folder above it, is a file, not a folder"
+                   if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror or str(exc))
+        raise SettingsError(f"WORK_DIR={str(work_dir)!r} cannot hold this worker's scratch folder: {problem}.") from None
     return Scratch(path, fd)

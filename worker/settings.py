@@ -105,7 +105,7 @@ class WorkerSettings:
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
             work_dir=Path(env.get("WORK_DIR", "").strip() or Path(tempfile.gettempdir()) / "avatar-worker"),
             metrics_host=env.get("METRICS_HOST", "127.0.0.1").strip(),  # 0.0.0.0 for a scraper elsewhere
-            metrics_port=int_env(env, "METRICS_PORT", 9108, 0),
+            metrics_port=metrics_port_env(env),
             worker_id=env.get("WORKER_ID", "").strip() or f"{socket.gethostname()}:{os.getpid()}",
             warmup=env.get("WORKER_WARMUP", "1").strip() not in ("0", "false", "no"),
             models=ModelSettings.from_env(env),
@@ -115,6 +115,14 @@ class WorkerSettings:
             heartbeat_seconds=float_env(env, "HEARTBEAT_SECONDS", 5.0, 0.1),
             lane_max_skips=int_env(env, "LANE_MAX_SKIPS", 4, 0),
         )
+
+
+def metrics_port_env(env: Mapping[str, str]) -> int:
+    """METRICS_PORT: a TCP port, or 0 for any free port (logged)."""
+    port = int_env(env, "METRICS_PORT", 9108, 0)
+    if port > 65535:
+        raise SettingsError(f"METRICS_PORT must be a TCP port from 0 to 65535, got {port}.")
+    return port
 
 
 SERVED_MODES = ("real_time", "high_quality")  # the modes a lane (and a worker) serves; auto is resolved before
