@@ -5,6 +5,9 @@ workers) merged with the durations of render.completed.v1, so GET /status can sh
 reads both topics from the beginning without a consumer group (every gateway replica sees every job), and
 keeps the most recent MAX_TRACKED jobs in memory. It follows the workers topic (heartbeats) too, so a job no
 live pool serves is refused before it is queued (README "Routing").
+
+A broker restarted without its state (the embedded memory broker): the request producer is replaced
+(worker/kafka.py RequestPublisher) and the follower reads again every partition that now ends before its position.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from schemas.errors import InvalidEvent, InvalidParameter
+from schemas.errors import BackendUnavailable, InvalidEvent, InvalidParameter
 from worker.job_step import queued_status
 from worker.fleet import Fleet
-from worker.kafka import publish_request, reader, request_producer
+from worker.kafka import RequestPublisher, reader
 from worker.settings import Topics
 from worker.broadcast import output_name
 from worker.storage import open_storage
@@ -44,8 +47,10 @@ class KafkaBackend:
         self.default_mode = default_mode
         self.upload_dir = (upload_dir or Path("out/uploads")).resolve()
         self.storage = open_storage(output_uri, s3_endpoint_url)
-        self._producer = request_producer(bootstrap_servers, "avatar-renderer-gateway")
-        self._consumer = reader(bootstrap_servers, "avatar-renderer-gateway")
+        # Replaced when it breaks (a restarted broker without its producer state): worker/kafka.py RequestPublisher.
+        self._publisher = RequestPublisher(bootstrap_servers, "avatar-renderer-gateway")
+        self._consumer = reader(bootstrap_servers, "avatar-renderer-gateway", error_cb=self._follower_error)
+        self._rewind_check = 0.0  # when to compare positions with the broker's logs again (0: no need)
         self._lock = threading.Lock()
         self._statuses: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._fingerprints: OrderedDict[str, str] = OrderedDict()  # jobs this backend submitted
@@ -77,7 +82,7 @@ class KafkaBackend:
         status = queued_status(spec.job_id, requested_mode(spec, self.default_mode),
                                self.storage.uri_of(output_name(spec.job_id, spec.delivery)))  # .webm, /index.m3u8 ...
         try:
-            publish_request(self._producer, self.topics, spec.request_event(status["updatedAt"]), status=status)
+            self._publisher.publish(self.topics, spec.request_event(status["updatedAt"]), status=status)
         except Exception as exc:
             if known is None:
                 with self._lock:
@@ -89,11 +94,14 @@ class KafkaBackend:
         return self.status(spec.job_id) or status_view(status, self.storage)
 
     def ready(self) -> bool:
-        if time.monotonic() - self._ready_at < 5:
+        """The broker answers the request producer; a producer known broken is replaced first (not ready if
+        the new one does not answer)."""
+        if time.monotonic() - self._ready_at < 5 and self._publisher.broken is None:
             return True
         try:
-            self._producer.list_topics(self.topics.requested, timeout=3)
-        except KafkaException:
+            self._publisher.list_topics(self.topics.requested, timeout=3)
+        except (KafkaException, BackendUnavailable):
+            self._ready_at = 0.0
             return False
         self._ready_at = time.monotonic()
         return True
@@ -152,6 +160,8 @@ class KafkaBackend:
                         self._consumer.incremental_assign(partitions)
                 except KafkaException as exc:
                     log.warning("workers topic not reachable: %s", exc)
+            if self._rewind_check and time.monotonic() >= self._rewind_check:
+                self._rewind_check = 0.0 if self._rewind_truncated() else time.monotonic() + 1
             message = self._consumer.poll(0.5)
             if message is None:
                 continue
@@ -173,6 +183,41 @@ class KafkaBackend:
             else:
                 self._remember({k: v for k, v in value.items() if k != "workerId"})
 
+    def _follower_error(self, error) -> None:
+        """The follower's client errors (served by its poll, on the follower thread). Every broker gone: the one
+        that comes back may have lost the topics' records (the embedded memory broker always does), so the
+        positions are checked against its logs once it answers."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN or error.fatal():
+            self._rewind_check = self._rewind_check or time.monotonic() + 1
+        log.debug("status follower: %s", error)
+
+    def _rewind_truncated(self) -> bool:
+        """Read again from the beginning each followed partition whose log now ends before the follower's
+        position (a broker restarted without its records: otherwise its new records up to the old position
+        would never be seen). False while the broker cannot tell for the status and completion topics."""
+        done = True
+        try:
+            assignment = self._consumer.assignment()
+            positions = self._consumer.position(assignment)
+        except KafkaException as exc:
+            log.debug("status follower: positions unknown: %s", exc)
+            return False
+        for tp in positions:
+            if tp.offset < 0:
+                continue  # nothing read there yet: it starts from the beginning anyway
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=2)
+            except KafkaException as exc:
+                if tp.topic != self.topics.workers:  # gone until a worker creates it again: not waited for
+                    log.debug("status follower: %s[%d] not answered: %s", tp.topic, tp.partition, exc)
+                    done = False
+                continue
+            if high < tp.offset:
+                log.warning("status follower: %s[%d] ends at %d, before offset %d (the broker lost its records); "
+                            "reading it again from the beginning", tp.topic, tp.partition, high, tp.offset)
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+        return done
+
     def _fleet_partitions(self, metadata) -> list[TopicPartition]:
         """The workers topic's partitions from the beginning, when it exists (then followed for good)."""
         topic = metadata.topics.get(self.topics.workers)
@@ -188,5 +233,4 @@ class KafkaBackend:
             self._consumer.close()
         except RuntimeError:
             pass
-        self._producer.flush(5)
-        self._producer = None  # destroys the client now, so it stops reconnecting to a broker that is gone
+        self._publisher.close(5)  # destroys the client now, so it stops reconnecting to a broker that is gone

@@ -115,3 +115,92 @@ def test_the_worker_refuses_hostile_inputs_that_bypass_the_gateway(pipeline, inp
     got = {job: (backend.status(job).get("error") or {}).get("code") for job in jobs}
     assert got == jobs
     assert not list((tmp_path / "renders").glob("*.mp4"))
+
+
+# ----------------------------------------------------------------------------- the broker restarted under the gateway
+
+
+def _render(client: httpx.Client, key: str) -> httpx.Response:
+    return client.post("/render", json={"avatarPath": "face.jpg", "audioPath": "speech.wav", "qualityMode": "real_time",
+                                        "size": 128, "idempotencyKey": key})
+
+
+def test_the_rest_gateway_survives_a_restart_of_the_memory_broker(inputs: Path, tmp_path: Path, start_worker) -> None:
+    """Found by a tester: the embedded (memory) broker stopped and started again on its port. The gateway's
+    idempotent producer then kept retrying a producer id the new broker never issued, so every POST /render
+    waited 15 s for a 503 while /readyz said ready; and the status follower, positioned past the end of the new
+    (empty) logs, would not have seen the new jobs' statuses. Now the producer is replaced and the follower
+    reads the shortened partitions again from the beginning."""
+    import json
+
+    from confluent_kafka import Producer
+
+    from cli.broker import create_topics, free_port, start_broker
+    from worker.settings import Topics
+
+    port = free_port()
+    process = start_broker(port, tmp_path / "tansu.log")
+    broker = f"127.0.0.1:{port}"
+    topics = Topics(*(f"restart.{kind}" for kind in ("requested", "completed", "failed", "status", "dlq")))
+    env = worker_env(broker, topics, inputs, tmp_path / "renders", UPLOAD_DIR=str(tmp_path / "uploads"),
+                     WORKER_WARMUP="0")
+    backend = None
+    try:
+        create_topics(broker, topics)
+        worker = start_worker(env)
+        backend = KafkaBackend(broker, topics, (tmp_path / "renders").resolve().as_uri())
+        assert backend.wait_until_following(30)
+        with serve(create_app(backend, SecurityPolicy.from_env(env))) as base_url, \
+                httpx.Client(base_url=base_url, timeout=30) as client:
+            before = _render(client, "before-restart")
+            assert before.status_code == 202, before.text
+            assert wait_for(client, before.json()["statusUrl"], timeout=90)["state"] == "succeeded"
+            filler = Producer({"bootstrap.servers": broker})  # every status and completion partition ahead
+            for topic in (topics.status, topics.completed):
+                for partition in range(3):
+                    for n in range(3):
+                        job = f"filler-{topic}-{partition}-{n}"
+                        filler.produce(topic, key=job.encode(), partition=partition,
+                                       value=json.dumps({"jobId": job, "state": "failed"}).encode())
+            assert filler.flush(10) == 0
+            del filler
+
+            worker.stop()  # the gateway is under test here: a fresh worker renders after the restart
+            process.terminate()
+            process.wait(10)
+            process = start_broker(port, tmp_path / "tansu.log", restart=True)  # memory: nothing kept
+            create_topics(broker, topics)
+            start_worker(env)
+
+            started = time.monotonic()
+            after = _render(client, "after-restart")
+            assert after.status_code == 202, after.text
+            assert time.monotonic() - started < 10
+            status = wait_for(client, after.json()["statusUrl"], timeout=90)
+            assert status["state"] == "succeeded", status
+            assert (tmp_path / "renders" / f"{status['jobId']}.mp4").stat().st_size > 1000
+            assert client.get("/readyz").status_code == 200
+    finally:
+        if backend is not None:
+            backend.close()
+        process.kill()
+        process.wait(10)
+
+
+def test_a_fatal_error_of_the_gateways_producer_is_survived(pipeline) -> None:
+    """As the worker's (tests/test_chaos.py): a fatal producer error (OUT_OF_ORDER_SEQUENCE_NUMBER after a broker
+    lost the producer's state), injected through the producer's error callback, has the producer replaced
+    before the next request, which is accepted and rendered."""
+    from confluent_kafka import KafkaError
+
+    env, backend, policy = pipeline
+    publisher = backend._publisher
+    old, _ = publisher.producer()
+    publisher.note_error(KafkaError(KafkaError._FATAL, "injected: sequence desynchronization", fatal=True))
+    assert publisher.broken
+    with serve(create_app(backend, policy)) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+        assert client.get("/readyz").status_code == 200  # the broken producer replaced, the new one answers
+        accepted = _render(client, "after-fatal")
+        assert accepted.status_code == 202, accepted.text
+        assert wait_for(client, accepted.json()["statusUrl"], timeout=90)["state"] == "succeeded"
+    assert publisher.producer()[0] is not old and publisher.broken is None

@@ -3,6 +3,7 @@
 Used by the worker (worker/consumer.py), the gateways' Kafka backend, `avatar-renderer submit`, the demo and
 the worker bench. Every client logs through Python logging with repeats rate-limited, so a broker that is down
 gives one line now and then instead of librdkafka's "Connection refused" every few milliseconds.
+`RequestPublisher` is the gateways' request producer, replaced when a broker lost its state under it.
 `ensure_broker_reachable` answers quickly whether a broker is there at all, with one sentence when not.
 """
 
@@ -15,7 +16,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from schemas.errors import BackendUnavailable
 from schemas.events import ce_headers, encode
@@ -94,6 +95,104 @@ def request_producer(bootstrap: str, client_id: str, **extra: Any) -> Producer:
     """A producer for render requests (gateway, submit, demo, bench): idempotent, acks=all."""
     return Producer(client_config(bootstrap, client_id, **{"enable.idempotence": True, "acks": "all",
                                                            "message.timeout.ms": 15000, **extra}))
+
+
+class RequestPublisher:
+    """A request producer for a long-lived front door (the gateways' Kafka backend), replaced when it breaks.
+
+    An idempotent producer does not outlive a broker that lost its producer state (a memory broker restarted,
+    such as the embedded one): librdkafka either calls it fatal (OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID
+    with messages in flight; seen by the error callback or raised at produce) or retries the unknown producer id
+    until every message times out. So the producer is replaced before the next request when it reported a fatal
+    error or lost every broker (a fresh producer costs one InitProducerId), and after a request it failed to
+    publish; the request that failed is answered BackendUnavailable, the next ones use the new producer.
+    Thread-safe: requests publish concurrently, one replaces."""
+
+    def __init__(self, bootstrap: str, client_id: str, **extra: Any):
+        self._build = lambda on_error: request_producer(bootstrap, client_id, error_cb=on_error, **extra)
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._broken: str | None = None  # why the current producer must be replaced (None: it is sound)
+        self._answered = -1  # the last generation a broker answered (one that never did is not replaced in vain)
+        self._producer: Producer | None = self._new()
+
+    def _new(self) -> Producer:
+        generation = self._generation
+        return self._build(lambda error: self.note_error(error, generation))
+
+    def note_error(self, error: KafkaError, generation: int | None = None) -> None:
+        """The producer's error callback (tests inject errors here). A fatal error, or every broker gone (one
+        that comes back may not know this producer), has the producer replaced before its next use."""
+        if error.fatal():
+            log.error("the request producer hit a fatal error: %s", error)
+            self._mark(generation, f"fatal error {error}")
+            return
+        librdkafka_log.warning("producer: %s", error)  # "Connection refused" and the like: rate-limited
+        if error.code() == KafkaError._ALL_BROKERS_DOWN and generation in (None, self._answered):
+            self._mark(generation, "every broker went away (one that comes back may not know it)")
+
+    def _mark(self, generation: int | None, reason: str) -> None:
+        """The producer of `generation` (None: the current one) must be replaced; a retired one's news is old."""
+        with self._lock:
+            if generation in (None, self._generation) and self._broken is None:
+                self._broken = reason
+
+    @property
+    def broken(self) -> str | None:
+        """Why the current producer will be replaced before its next use; None while it is sound."""
+        with self._lock:
+            producer, generation = self._producer, self._generation
+        if producer is not None:
+            try:
+                producer.poll(0)  # serves the error callbacks queued since it was last used
+            except KafkaException as exc:
+                self._mark(generation, f"fatal error {exc.args[0]}")
+        with self._lock:
+            return self._broken
+
+    def producer(self) -> tuple[Producer, int]:
+        """The producer to use now (a new one when the current one broke) and its generation."""
+        if self.broken is None:
+            with self._lock:
+                if self._producer is not None and self._broken is None:
+                    return self._producer, self._generation
+        with self._lock:
+            if self._producer is None:
+                raise BackendUnavailable("The request publisher is closed.")
+            if self._broken is not None:
+                log.warning("replacing the request producer: %s", self._broken)
+                self._generation += 1
+                self._broken = None
+                self._producer = self._new()  # the old one is freed once the requests still using it are done
+            return self._producer, self._generation
+
+    def publish(self, topics: Topics, request: dict, **kwargs: Any) -> None:
+        """publish_request with the current producer; a producer that failed it is replaced for the next one."""
+        producer, generation = self.producer()
+        try:
+            publish_request(producer, topics, request, **kwargs)
+        except KafkaException as exc:
+            if not exc.args[0].fatal():
+                raise
+            self._mark(generation, f"fatal error {exc.args[0]}")  # raised at produce/flush
+            raise BackendUnavailable(f"The broker did not take the render request: {exc.args[0].str()}.") from None
+        except BackendUnavailable as exc:
+            self._mark(generation, f"a request was not acknowledged ({exc.message})")
+            raise
+        self._answered = generation
+
+    def list_topics(self, topic: str | None = None, timeout: float = 3.0):
+        """The producer's view of the cluster (a readiness probe); KafkaException when no broker answers."""
+        producer, generation = self.producer()
+        metadata = producer.list_topics(topic, timeout=timeout)
+        self._answered = generation
+        return metadata
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(timeout)
 
 
 def reader(bootstrap: str, client_id: str, **extra: Any) -> Consumer:
