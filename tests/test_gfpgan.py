@@ -65,7 +65,10 @@ def test_state_dict_is_the_upstream_layout_key_for_key(model):
 
 
 def test_random_params_ema_file_in_upstream_format_loads_strictly(model, checkpoint):
-    assert checkpoint.stat().st_size == 348_632_874  # the published size of GFPGANv1.4.pth / v1.3
+    # The published size of GFPGANv1.4.pth / v1.3 is 348,632,874 bytes. The legacy format names each storage by
+    # its memory address in decimal (torch.serialization: str(storage._cdata)), so a few bytes differ from run to
+    # run (348,632,876 was seen in CI): the size is checked to within a kilobyte, the layout key for key below.
+    assert abs(checkpoint.stat().st_size - 348_632_874) < 1024
     loaded = load_gfpgan(checkpoint)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
