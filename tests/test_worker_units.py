@@ -240,6 +240,19 @@ def test_worker_with_a_file_as_work_dir_exits_with_one_line(broker, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: WORK_DIR='{a_file}' cannot hold")
 
 
+def test_worker_with_an_output_folder_it_cannot_write_exits_with_one_line(broker, tmp_path):
+    """A file where OUTPUT_URI's folder should be: every job used to render three times, then fail storage_failed;
+    the worker now tries the folder at start-up and names OUTPUT_URI."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    output_uri = (a_file / "renders").as_uri()
+    result = _worker_command({"KAFKA_BOOTSTRAP_SERVERS": broker, "METRICS_PORT": "0", "OUTPUT_URI": output_uri,
+                              "WORK_DIR": str(tmp_path / "work")})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines()[-1] == f"error: OUTPUT_URI='{output_uri}' cannot be written: Not a directory."
+
+
 def test_repeated_producer_errors_are_rate_limited_and_fatal_ones_kept(caplog):
     """With the broker down the producer's error callback logged "Connection refused" twice a second without
     end, past the 30 s rate limit librdkafka's own lines have. A repeat is now dropped; a fatal error is not."""

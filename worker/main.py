@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Mapping
 
 from . import metrics
+from schemas.errors import SettingsError
+
 from .settings import WorkerSettings
+from .storage import FileStorage, open_storage
 from engines import SAMPLES
 
 log = logging.getLogger(__name__)
@@ -49,12 +52,19 @@ def run_worker(args, env: Mapping[str, str]) -> int:
     from .kafka import ensure_broker_reachable
 
     ensure_broker_reachable(settings.bootstrap_servers)  # no broker: one sentence naming KAFKA_BOOTSTRAP_SERVERS
+    storage = open_storage(settings.output_uri, settings.s3_endpoint_url)
+    if isinstance(storage, FileStorage):  # S3 is not probed: a bucket's outage is retried per job
+        try:
+            storage.probe()
+        except OSError as exc:
+            raise SettingsError(f"OUTPUT_URI={settings.output_uri!r} cannot be written: "
+                                f"{exc.strerror or exc}.") from None
     engines = EngineRegistry.for_settings(settings.models)  # the process's engines, each built once
     render = pipeline_render(settings.models, engines)
     from .fleet import local_capabilities
 
     capabilities = local_capabilities(settings, engines)  # a mode it cannot render: one line, exit 2
-    worker = Worker(settings, render=render, capabilities=capabilities)
+    worker = Worker(settings, storage=storage, render=render, capabilities=capabilities)
     try:
         server = metrics.serve(settings.metrics_host, settings.metrics_port, worker.health)
     except BaseException:

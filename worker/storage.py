@@ -39,6 +39,14 @@ class FileStorage:
         """The URI of the object `name` (e.g. `<jobId>/index.m3u8`, worker/broadcast.py)."""
         return (self.directory / name).as_uri()
 
+    def probe(self) -> None:
+        """Create the folder and write and remove one small file (OSError when that fails): a worker checks its
+        OUTPUT_URI at start-up, so a folder it can never write is one line, not every job failing three times."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        probe = self.directory / f".probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
     def put(self, job_id: str, source: Path) -> Stored:
         return self.put_named(object_name(job_id), source)
 
